@@ -1,0 +1,315 @@
+//! Users, roles and bearer tokens: log in, revoke, create users, and the bootstrap admin.
+//! Passwords are argon2 hashes; tokens are random and stored only as their SHA-256.
+
+mod caller;
+
+use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use huikan_shared::DivisionPrefix;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use caller::{Caller, Role};
+
+use crate::db::Db;
+use crate::error::{AppError, Result};
+use crate::http::AppState;
+use crate::http::json::ApiJson;
+use crate::on_pool;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/token", post(issue_token))
+        .route("/v1/auth/revoke", post(revoke))
+        .route("/v1/users", post(create_user))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    username: String,
+    password: String,
+    #[serde(default)]
+    device_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TokenIssued {
+    token: String,
+    expires_at: DateTime<Utc>,
+    user: UserSummary,
+}
+
+#[derive(Serialize)]
+struct UserSummary {
+    id: Uuid,
+    username: String,
+    role: Role,
+    villages: Vec<DivisionPrefix>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Credentials {
+    id: Uuid,
+    username: String,
+    password_hash: String,
+    role: String,
+    scope: String,
+}
+
+async fn issue_token(
+    State(state): State<AppState>,
+    ApiJson(login): ApiJson<Login>,
+) -> Result<Json<TokenIssued>> {
+    let found: Option<Credentials> = on_pool!(&state.db.read, |p| {
+        sqlx::query_as(
+            "SELECT id, username, password_hash, role, scope FROM users WHERE username = $1",
+        )
+        .bind(&login.username)
+        .fetch_optional(p)
+        .await
+    })?;
+    // A missing user costs a hash verification too, so timing does not tell which names exist.
+    let stored_hash = found.as_ref().map(|c| c.password_hash.clone());
+    let password = login.password;
+    let verified =
+        tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
+            .await?;
+    let user = match found {
+        Some(user) if verified => user,
+        _ => return Err(AppError::unauthorized("wrong username or password")),
+    };
+    let role =
+        Role::parse(&user.role).ok_or_else(|| anyhow::anyhow!("unknown role {:?}", user.role))?;
+    let villages: Vec<DivisionPrefix> =
+        serde_json::from_str(&user.scope).map_err(anyhow::Error::from)?;
+
+    let token = new_token();
+    let now = Utc::now();
+    let expires_at = now + Duration::hours(state.config.token_ttl_hours);
+    on_pool!(&state.db.write, |p| {
+        sqlx::query(
+            "INSERT INTO tokens (token_hash, user_id, device_id, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(caller::token_hash(&token))
+        .bind(user.id)
+        .bind(&login.device_id)
+        .bind(now)
+        .bind(expires_at)
+        .execute(p)
+        .await
+        .map(drop)
+    })?;
+    tracing::info!(user = %user.username, device = ?login.device_id, "token issued");
+    Ok(Json(TokenIssued {
+        token,
+        expires_at,
+        user: UserSummary {
+            id: user.id,
+            username: user.username,
+            role,
+            villages,
+        },
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Revoke {
+    #[serde(default)]
+    username: Option<String>,
+}
+
+/// With no body: the caller's own token. With a username (admins only): every token of that
+/// user, for a lost phone.
+async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let request: Revoke = if body.iter().all(u8::is_ascii_whitespace) {
+        Revoke::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| AppError::invalid_body(e.to_string()))?
+    };
+    let now = Utc::now();
+    let Some(username) = request.username.filter(|u| *u != caller.username) else {
+        on_pool!(&state.db.write, |p| {
+            sqlx::query(
+                "UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(&caller.token_hash)
+            .execute(p)
+            .await
+            .map(drop)
+        })?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    caller.require(&[Role::Admin])?;
+    let user_id: Option<Uuid> = on_pool!(&state.db.read, |p| {
+        sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
+            .bind(&username)
+            .fetch_optional(p)
+            .await
+    })?;
+    let user_id = user_id.ok_or_else(|| AppError::not_found(format!("no user {username:?}")))?;
+    let revoked = on_pool!(&state.db.write, |p| {
+        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+    tracing::info!(admin = %caller.username, user = %username, revoked, "tokens revoked");
+    Ok(Json(serde_json::json!({ "revoked": revoked })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    username: String,
+    password: String,
+    role: Role,
+    scope: Vec<DivisionPrefix>,
+}
+
+#[derive(Serialize)]
+pub struct User {
+    pub id: Uuid,
+    pub username: String,
+    pub role: Role,
+    pub scope: Vec<DivisionPrefix>,
+    pub created_at: DateTime<Utc>,
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(new): ApiJson<NewUser>,
+) -> Result<(StatusCode, Json<User>)> {
+    caller.require(&[Role::Admin])?;
+    let user = insert_user(&state.db, new.username, new.password, new.role, new.scope)
+        .await?
+        .ok_or_else(|| AppError::problem("username_taken", "that username is taken"))?;
+    tracing::info!(admin = %caller.username, user = %user.username, role = user.role.as_str(), "user created");
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// Creates a user; `None` if the username is taken.
+pub async fn insert_user(
+    db: &Db,
+    username: String,
+    password: String,
+    role: Role,
+    scope: Vec<DivisionPrefix>,
+) -> Result<Option<User>> {
+    if username.is_empty()
+        || username.len() > 64
+        || !username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
+        return Err(AppError::invalid_body(
+            "username: 1 to 64 characters of letters, digits, '_', '.' and '-'",
+        ));
+    }
+    if password.chars().count() < 8 {
+        return Err(AppError::invalid_body("password: at least 8 characters"));
+    }
+    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
+    let user = User {
+        id: Uuid::now_v7(),
+        username,
+        role,
+        scope,
+        created_at: Utc::now(),
+    };
+    let scope_json = serde_json::to_string(&user.scope).map_err(anyhow::Error::from)?;
+    let inserted = on_pool!(&db.write, |p| {
+        sqlx::query(
+            "INSERT INTO users (id, username, password_hash, role, scope, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username) DO NOTHING",
+        )
+        .bind(user.id)
+        .bind(&user.username)
+        .bind(&password_hash)
+        .bind(user.role.as_str())
+        .bind(&scope_json)
+        .bind(user.created_at)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected())
+    })?;
+    Ok((inserted == 1).then_some(user))
+}
+
+/// Creates the admin named by `HUIKAN_BOOTSTRAP_ADMIN=name:password` when no admin exists yet.
+pub async fn bootstrap_admin(db: &Db, spec: &str) -> anyhow::Result<()> {
+    let (name, password) = spec
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("HUIKAN_BOOTSTRAP_ADMIN must be name:password"))?;
+    let admins: i64 = on_pool!(&db.read, |p| {
+        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'")
+            .fetch_one(p)
+            .await
+    })?;
+    if admins > 0 {
+        return Ok(());
+    }
+    match insert_user(
+        db,
+        name.to_owned(),
+        password.to_owned(),
+        Role::Admin,
+        vec![],
+    )
+    .await
+    {
+        Ok(Some(_)) => tracing::info!(admin = name, "bootstrap admin created"),
+        Ok(None) => tracing::warn!(
+            admin = name,
+            "bootstrap admin not created: the username is taken"
+        ),
+        Err(AppError::Problem(p)) => anyhow::bail!("bootstrap admin: {}", p.detail),
+        Err(AppError::Internal(e)) => return Err(e),
+    }
+    Ok(())
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn hash_password(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
+}
+
+/// A fixed hash verified against when the user does not exist.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$yT6R8qXo3aC0kHn4wzkBw6zXvY5b0Jm3vV0JY0R3bXA";
+
+fn verify_password(password: &str, stored: Option<&str>) -> bool {
+    let Ok(hash) = PasswordHash::new(stored.unwrap_or(DUMMY_HASH)) else {
+        return false;
+    };
+    Argon2::default()
+        .verify_password(password.as_bytes(), &hash)
+        .is_ok()
+        && stored.is_some()
+}

@@ -1,0 +1,67 @@
+//! Configuration from flags, each mirrored by an environment variable (`HUIKAN_*`, plus the
+//! conventional `DATABASE_URL` and `AWS_*`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Args, Clone, Debug)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (the bound address is printed).
+    #[arg(long, env = "HUIKAN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Where the embedded database, photos and temporary files live.
+    #[arg(long, env = "HUIKAN_DATA_DIR", default_value = "./huikan-data")]
+    pub data_dir: PathBuf,
+
+    /// PostgreSQL (`postgres://…`) or SQLite (`sqlite:…`) URL; unset: SQLite under the data dir.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    #[command(flatten)]
+    pub s3: S3Config,
+
+    /// `name:password` of an admin to create at start when no admin exists yet.
+    #[arg(long, env = "HUIKAN_BOOTSTRAP_ADMIN")]
+    pub bootstrap_admin: Option<String>,
+
+    /// Largest photo accepted, in bytes.
+    #[arg(long, env = "HUIKAN_MAX_PHOTO_BYTES", default_value_t = 25 * 1024 * 1024)]
+    pub max_photo_bytes: u64,
+
+    /// Largest JSON request body accepted, in bytes (a push of 500 visits fits well inside).
+    #[arg(long, env = "HUIKAN_MAX_JSON_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_json_bytes: usize,
+
+    /// How long a bearer token lives, in hours. Phones work offline for days.
+    #[arg(long, env = "HUIKAN_TOKEN_TTL_HOURS", default_value_t = 24 * 30)]
+    pub token_ttl_hours: i64,
+
+    /// How long a presigned photo URL handed out for S3 stays valid, in seconds.
+    #[arg(long, env = "HUIKAN_PRESIGN_TTL_SECS", default_value_t = 300)]
+    pub presign_ttl_secs: u64,
+}
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct S3Config {
+    /// S3 API endpoint (MinIO, Ceph, AWS); setting it stores photos in S3 instead of files.
+    #[arg(long, env = "HUIKAN_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    #[arg(long, env = "HUIKAN_S3_BUCKET", default_value = "huikan-photos")]
+    pub s3_bucket: String,
+
+    #[arg(long, env = "HUIKAN_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// Compute and check request/response checksums only where the S3 API requires them, for
+    /// older S3-compatible gateways that reject the SDK's default checksums.
+    #[arg(
+        long,
+        env = "HUIKAN_S3_CHECKSUMS_WHEN_REQUIRED",
+        default_value_t = false
+    )]
+    pub s3_checksums_when_required: bool,
+}

@@ -1,0 +1,150 @@
+//! The metadata database: opens the pool for whichever backend is configured and runs its
+//! migrations. Capability modules own their SQL; each query body is written once and compiled
+//! for both backends by [`on_pool!`], with dialect differences spelled out where they exist.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// A pool on one of the two metadata backends.
+#[derive(Clone)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// Expands one block of sqlx code for each backend: inside it `$p` is `&SqlitePool` or
+/// `&PgPool`. Plain runtime SQL with `$N` placeholders runs unchanged on both, so a query is
+/// written once; where the dialects differ, the block branches on [`Pool::dialect`].
+#[macro_export]
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident| $body:expr) => {
+        match $pool {
+            $crate::db::Pool::Sqlite($p) => $body,
+            $crate::db::Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+impl Pool {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::Postgres(_) => Dialect::Postgres,
+        }
+    }
+}
+
+/// The metadata database. SQLite allows one writer at a time, so writes go through a pool of
+/// one connection (no SQLITE_BUSY between our own connections) and reads through several;
+/// PostgreSQL uses one pool for both.
+#[derive(Clone)]
+pub struct Db {
+    pub write: Pool,
+    pub read: Pool,
+}
+
+impl Db {
+    pub async fn connect(database_url: Option<&str>, data_dir: &Path) -> anyhow::Result<Db> {
+        match database_url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Self::connect_postgres(url).await
+            }
+            Some(url) if url.starts_with("sqlite:") => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .with_context(|| format!("invalid DATABASE_URL {url:?}"))?;
+                Self::connect_sqlite(options).await
+            }
+            Some(url) => anyhow::bail!(
+                "DATABASE_URL must start with postgres:// or sqlite:, got {:?}",
+                url.split(':').next().unwrap_or_default()
+            ),
+            None => {
+                std::fs::create_dir_all(data_dir)
+                    .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+                let options = SqliteConnectOptions::new().filename(data_dir.join("huikan.db"));
+                Self::connect_sqlite(options).await
+            }
+        }
+    }
+
+    async fn connect_sqlite(options: SqliteConnectOptions) -> anyhow::Result<Db> {
+        // FULL: an acknowledged write survives a power cut, not only a crash of the process.
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-65536");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .context("opening the SQLite database")?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&write)
+            .await
+            .context("migrating the SQLite database")?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .context("opening the SQLite database for reading")?;
+        Ok(Db {
+            write: Pool::Sqlite(write),
+            read: Pool::Sqlite(read),
+        })
+    }
+
+    async fn connect_postgres(url: &str) -> anyhow::Result<Db> {
+        let options = PgConnectOptions::from_str(url).context("invalid DATABASE_URL")?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .context("connecting to PostgreSQL")?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .context("migrating the PostgreSQL database")?;
+        Ok(Db {
+            write: Pool::Postgres(pool.clone()),
+            read: Pool::Postgres(pool),
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.write.dialect()
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        on_pool!(&self.read, |p| sqlx::query("SELECT 1")
+            .execute(p)
+            .await
+            .map(drop))
+    }
+}
+
+/// `$1, $2, …, $n` starting after `offset` binds, for `IN (…)` lists.
+pub fn placeholders(offset: usize, n: usize) -> String {
+    (offset + 1..=offset + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

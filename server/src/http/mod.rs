@@ -1,0 +1,168 @@
+//! The HTTP layer: shared state, the router assembled from each capability's routes, and the
+//! middleware every request passes (tracing, metrics, panics as problem+json).
+
+pub mod json;
+pub mod page;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::{AppError, Problem, problem_response};
+use crate::store::BlobStore;
+use crate::store::spool::SpoolDir;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub store: Arc<dyn BlobStore>,
+    pub spool: SpoolDir,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: AppState) -> Router {
+    let json_limit = state.config.max_json_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.yaml", get(openapi))
+        .merge(crate::auth::router())
+        .merge(crate::blobs::router())
+        .merge(crate::uploads::router())
+        .merge(crate::campaigns::router())
+        .merge(crate::submissions::router())
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(json_limit))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            problem_response(&Problem::new(
+                "internal",
+                "the server failed; the request may be retried",
+            ))
+        }))
+        .with_state(state)
+}
+
+/// The process-wide Prometheus recorder (a process has one global recorder).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+                .map(PrometheusBuilder::build_recorder);
+            match recorder {
+                Ok(recorder) => {
+                    let handle = recorder.handle();
+                    // Fails only if another recorder was installed first; ours then stays empty.
+                    let _ = metrics::set_global_recorder(recorder);
+                    handle
+                }
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed());
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    response
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Response, AppError> {
+    let timeout = Duration::from_secs(5);
+    let db = tokio::time::timeout(timeout, state.db.ping()).await;
+    let store = tokio::time::timeout(timeout, state.store.health()).await;
+    let failing: Vec<String> = [
+        (
+            "database",
+            db.map_err(|_| "timed out".to_owned())
+                .and_then(|r| r.map_err(|e| e.to_string())),
+        ),
+        (
+            "blob_store",
+            store
+                .map_err(|_| "timed out".to_owned())
+                .and_then(|r| r.map_err(|e| e.to_string())),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}")))
+    .collect();
+    if failing.is_empty() {
+        Ok(axum::Json(serde_json::json!({"database": "ok", "blob_store": "ok"})).into_response())
+    } else {
+        tracing::warn!(?failing, "not ready");
+        Err(AppError::problem("not_ready", failing.join("; ")))
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/yaml")],
+        include_str!("../../../openapi.yaml"),
+    )
+}
+
+async fn no_route(request: Request) -> AppError {
+    AppError::problem(
+        "no_route",
+        format!("there is no endpoint {}", request.uri().path()),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    let problem = Problem::new(
+        "method_not_allowed",
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    );
+    let mut response = problem_response(&problem);
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}

@@ -1,0 +1,63 @@
+//! huikan (回看): the sync server for door-to-door look-back surveys. Phones push visits and
+//! photos; the server keeps the evidence and serves reviewers and auditors.
+
+pub mod auth;
+pub mod blobs;
+pub mod campaigns;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod store;
+pub mod submissions;
+pub mod uploads;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::http::AppState;
+use crate::store::spool::SpoolDir;
+use crate::store::{BlobStore, FsStore, S3Store};
+
+/// Opens storage, runs migrations and serves on `listener` until `shutdown` completes; requests
+/// in flight then finish before this returns.
+pub async fn launch(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = open(config).await?;
+    let app = http::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")
+}
+
+/// Connects the database and blob store the configuration names.
+pub async fn open(config: Config) -> anyhow::Result<AppState> {
+    let db = Db::connect(config.database_url.as_deref(), &config.data_dir).await?;
+    let store: Arc<dyn BlobStore> = match &config.s3.s3_endpoint {
+        Some(endpoint) => Arc::new(S3Store::connect(endpoint, &config.s3).await?),
+        None => {
+            Arc::new(FsStore::new(config.data_dir.clone()).context("opening the photo directory")?)
+        }
+    };
+    let spool =
+        SpoolDir::new(config.data_dir.join("tmp")).context("creating the temporary directory")?;
+    if let Some(spec) = &config.bootstrap_admin {
+        auth::bootstrap_admin(&db, spec).await?;
+    }
+    Ok(AppState {
+        config: Arc::new(config),
+        db,
+        store,
+        spool,
+        metrics: http::metrics_handle(),
+    })
+}

@@ -1,0 +1,104 @@
+//! Streams a request body to a local temporary file while hashing it, so a photo is never held
+//! whole in memory and its hash is known before anything is committed.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use huikan_shared::Sha256Hex;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+/// How many leading bytes are kept for sniffing the file type.
+const HEAD_LEN: usize = 64;
+const WRITE_BUFFER: usize = 256 * 1024;
+
+#[derive(Debug)]
+pub struct Spooled {
+    pub file: tempfile::TempPath,
+    pub len: u64,
+    pub sha256: Sha256Hex,
+    /// The first bytes, for sniffing the type.
+    pub head: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub enum SpoolError {
+    /// More than the limit arrived; what arrived is discarded.
+    TooLarge,
+    /// The body broke off; what arrived before is kept in `partial`, if anything.
+    Interrupted {
+        partial: Option<Spooled>,
+        error: String,
+    },
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for SpoolError {
+    fn from(e: std::io::Error) -> Self {
+        SpoolError::Io(e)
+    }
+}
+
+#[derive(Clone)]
+pub struct SpoolDir(PathBuf);
+
+impl SpoolDir {
+    pub fn new(dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(SpoolDir(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes the stream to a new temporary file, hashing as it goes; at most `limit` bytes.
+    pub async fn spool<S, E>(&self, mut body: S, limit: u64) -> Result<Spooled, SpoolError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let (file, path) = tempfile::NamedTempFile::new_in(&self.0)?.into_parts();
+        let mut out =
+            tokio::io::BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file));
+        let mut hasher = Sha256::new();
+        let mut head = Vec::with_capacity(HEAD_LEN);
+        let mut len: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    out.flush().await?;
+                    let partial = (len > 0).then(|| Spooled {
+                        file: path,
+                        len,
+                        sha256: Sha256Hex::of_digest(&hasher.finalize()),
+                        head,
+                    });
+                    return Err(SpoolError::Interrupted {
+                        partial,
+                        error: e.to_string(),
+                    });
+                }
+            };
+            len += chunk.len() as u64;
+            if len > limit {
+                return Err(SpoolError::TooLarge);
+            }
+            if head.len() < HEAD_LEN {
+                let take = (HEAD_LEN - head.len()).min(chunk.len());
+                head.extend_from_slice(&chunk[..take]);
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk).await?;
+        }
+        out.flush().await?;
+        Ok(Spooled {
+            file: path,
+            len,
+            sha256: Sha256Hex::of_digest(&hasher.finalize()),
+            head,
+        })
+    }
+}

@@ -1,0 +1,327 @@
+//! Visits from phones: `POST /v1/submissions`, the batched `POST /v1/sync/push`, reading one
+//! back, and the feed through which a phone learns its visits' review state.
+
+mod ingest;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use huikan_shared::submission::mask_id_number;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub use ingest::{Incoming, Outcome, Receipt, ingest};
+
+use crate::auth::{Caller, Role};
+use crate::error::{AppError, Problem, Result, problem_response};
+use crate::http::AppState;
+use crate::http::json::RawJson;
+use crate::http::page::{PageQuery, Paged};
+use crate::on_pool;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/submissions", post(submit))
+        .route("/v1/submissions/{submission_id}", get(read))
+        .route("/v1/sync/push", post(push))
+        .route("/v1/sync/submissions", get(feed))
+}
+
+/// The most visits one push may carry.
+pub const MAX_PUSH: usize = 500;
+
+async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawJson(body): RawJson,
+) -> Result<Response> {
+    caller.require(&[Role::FieldStaff])?;
+    let item = Incoming::prepare(&body)?;
+    let outcome = ingest(&state.db, caller.user_id, std::slice::from_ref(&item))
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("ingest returned no outcome"))?;
+    record(&outcome);
+    Ok(match outcome {
+        Outcome::Created(receipt) => (StatusCode::CREATED, Json(receipt)).into_response(),
+        Outcome::Replayed(receipt) => (StatusCode::OK, Json(receipt)).into_response(),
+        Outcome::Conflict(problem) | Outcome::MissingBlobs(problem) => problem_response(&problem),
+    })
+}
+
+fn record(outcome: &Outcome) {
+    let label = match outcome {
+        Outcome::Created(_) => "created",
+        Outcome::Replayed(_) => "replayed",
+        Outcome::Conflict(_) => "conflict",
+        Outcome::MissingBlobs(_) => "missing_blobs",
+    };
+    metrics::counter!("submissions_total", "outcome" => label).increment(1);
+}
+
+#[derive(Serialize)]
+struct PushResult {
+    submission_id: Option<String>,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receipt: Option<Receipt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<Problem>,
+}
+
+#[derive(Serialize)]
+struct PushResults {
+    results: Vec<PushResult>,
+}
+
+async fn push(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawJson(body): RawJson,
+) -> Result<Json<PushResults>> {
+    caller.require(&[Role::FieldStaff])?;
+    let items = match &body {
+        Value::Object(map) if map.len() == 1 => match map.get("submissions") {
+            Some(Value::Array(items)) => items,
+            _ => {
+                return Err(AppError::invalid_body(
+                    "submissions: an array of visits is required",
+                ));
+            }
+        },
+        _ => {
+            return Err(AppError::invalid_body(
+                "the body must be {\"submissions\": [...]} and nothing else",
+            ));
+        }
+    };
+    if items.is_empty() || items.len() > MAX_PUSH {
+        return Err(AppError::invalid_body(format!(
+            "submissions: 1 to {MAX_PUSH} visits per push, got {}",
+            items.len()
+        )));
+    }
+    let mut valid: Vec<Incoming> = Vec::with_capacity(items.len());
+    let slots: Vec<Result<usize, Problem>> = items
+        .iter()
+        .map(|raw| {
+            Incoming::prepare(raw).map(|item| {
+                valid.push(item);
+                valid.len() - 1
+            })
+        })
+        .collect();
+    let mut outcomes: Vec<Option<Outcome>> = ingest(&state.db, caller.user_id, &valid)
+        .await?
+        .into_iter()
+        .map(Some)
+        .collect();
+    let results = slots
+        .into_iter()
+        .zip(items)
+        .map(|(slot, raw)| {
+            let raw_id = raw
+                .get("submission_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            match slot {
+                Err(problem) => PushResult {
+                    submission_id: raw_id,
+                    outcome: "invalid",
+                    receipt: None,
+                    problem: Some(problem),
+                },
+                Ok(index) => {
+                    let outcome = outcomes[index].take();
+                    if let Some(o) = &outcome {
+                        record(o);
+                    }
+                    let (name, receipt, problem) = match outcome {
+                        Some(Outcome::Created(r)) => ("created", Some(r), None),
+                        Some(Outcome::Replayed(r)) => ("replayed", Some(r), None),
+                        Some(Outcome::Conflict(p)) => ("conflict", None, Some(p)),
+                        Some(Outcome::MissingBlobs(p)) => ("missing_blobs", None, Some(p)),
+                        None => (
+                            "invalid",
+                            None,
+                            Some(Problem::new("internal", "no outcome")),
+                        ),
+                    };
+                    PushResult {
+                        submission_id: Some(valid[index].submission_id.to_string()),
+                        outcome: name,
+                        receipt,
+                        problem,
+                    }
+                }
+            }
+        })
+        .collect();
+    Ok(Json(PushResults { results }))
+}
+
+#[derive(sqlx::FromRow)]
+struct StoredSubmission {
+    submission_id: Uuid,
+    household_id: String,
+    campaign: String,
+    submitted_by: Uuid,
+    username: String,
+    received_at: DateTime<Utc>,
+    seq: i64,
+    content_sha256: String,
+    content: String,
+    duplicate_of: Option<Uuid>,
+    review_state: String,
+    device_id: Option<String>,
+    app_version: Option<String>,
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+struct PhotoView {
+    sha256: String,
+    kind: String,
+    size: i64,
+    content_type: String,
+}
+
+#[derive(Serialize)]
+struct SubmissionView {
+    submission_id: Uuid,
+    household_id: String,
+    campaign: String,
+    submitted_by: String,
+    received_at: DateTime<Utc>,
+    seq: i64,
+    content_sha256: String,
+    duplicate_of: Option<Uuid>,
+    review_state: String,
+    content: Value,
+    device_id: Option<String>,
+    app_version: Option<String>,
+    photos: Vec<PhotoView>,
+    findings: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct ReadQuery {
+    #[serde(default)]
+    unmask: Option<String>,
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(submission_id): Path<String>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<SubmissionView>> {
+    let not_found = || AppError::not_found("no such submission");
+    let id = Uuid::parse_str(&submission_id).map_err(|_| not_found())?;
+    let unmask = match query.unmask.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(AppError::invalid_query(format!(
+                "unmask must be true or false, got {other:?}"
+            )));
+        }
+    };
+    let stored: Option<StoredSubmission> = on_pool!(&state.db.read, |p| {
+        sqlx::query_as(
+            "SELECT s.submission_id, s.household_id, s.campaign, s.submitted_by, u.username, s.received_at, s.seq,
+                    s.content_sha256, s.content, s.duplicate_of, s.review_state, s.device_id, s.app_version
+             FROM submissions s JOIN users u ON u.id = s.submitted_by WHERE s.submission_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(p)
+        .await
+    })?;
+    let stored = stored.ok_or_else(not_found)?;
+    if caller.role == Role::FieldStaff && stored.submitted_by != caller.user_id {
+        return Err(not_found());
+    }
+    let photos: Vec<PhotoView> = on_pool!(&state.db.read, |p| {
+        sqlx::query_as(
+            "SELECT sp.sha256, sp.kind, b.size, b.content_type FROM submission_photos sp
+             JOIN blobs b ON b.sha256 = sp.sha256 WHERE sp.submission_id = $1 ORDER BY sp.position",
+        )
+        .bind(id)
+        .fetch_all(p)
+        .await
+    })?;
+    let mut content: Value = serde_json::from_str(&stored.content).map_err(anyhow::Error::from)?;
+    let sees_id_numbers = matches!(caller.role, Role::FieldStaff | Role::Admin) || unmask;
+    if !sees_id_numbers {
+        mask_members(&mut content);
+    }
+    Ok(Json(SubmissionView {
+        submission_id: stored.submission_id,
+        household_id: stored.household_id,
+        campaign: stored.campaign,
+        submitted_by: stored.username,
+        received_at: stored.received_at,
+        seq: stored.seq,
+        content_sha256: stored.content_sha256,
+        duplicate_of: stored.duplicate_of,
+        review_state: stored.review_state,
+        content,
+        device_id: stored.device_id,
+        app_version: stored.app_version,
+        photos,
+        findings: Vec::new(),
+    }))
+}
+
+fn mask_members(content: &mut Value) {
+    if let Some(members) = content
+        .pointer_mut("/answers/members")
+        .and_then(Value::as_array_mut)
+    {
+        for member in members {
+            if let Some(Value::String(id)) = member.get_mut("id_number") {
+                *id = mask_id_number(id);
+            }
+        }
+    }
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+struct FeedItem {
+    #[serde(skip)]
+    state_seq: i64,
+    submission_id: Uuid,
+    household_id: String,
+    campaign: String,
+    review_state: String,
+    reason: Option<String>,
+    changed_at: DateTime<Utc>,
+}
+
+const FEED: &str = "submissions";
+
+async fn feed(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Paged<FeedItem>>> {
+    caller.require(&[Role::FieldStaff])?;
+    let page = query.parse(FEED)?;
+    let rows: Vec<FeedItem> = on_pool!(&state.db.read, |p| {
+        sqlx::query_as(
+            "SELECT state_seq, submission_id, household_id, campaign, review_state, review_reason AS reason,
+                    state_at AS changed_at
+             FROM submissions WHERE submitted_by = $1 AND state_seq > $2 ORDER BY state_seq LIMIT $3",
+        )
+        .bind(caller.user_id)
+        .bind(page.after)
+        .bind(page.limit + 1)
+        .fetch_all(p)
+        .await
+    })?;
+    let rows = rows.into_iter().map(|r| (r.state_seq, r)).collect();
+    Ok(Json(Paged::from_rows(FEED, &page, rows)))
+}
