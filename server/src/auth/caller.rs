@@ -111,7 +111,7 @@ impl FromRequestParts<AppState> for Caller {
             .await
         })?;
         let row = row
-            .filter(|r| r.expires_at > Utc::now())
+            .filter(|r| r.expires_at > crate::db::now())
             .ok_or_else(|| AppError::unauthorized("the token is unknown, expired or revoked"))?;
         let role = Role::parse(&row.role)
             .ok_or_else(|| anyhow::anyhow!("user {} has unknown role {:?}", row.id, row.role))?;

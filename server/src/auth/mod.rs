@@ -93,7 +93,7 @@ async fn issue_token(
         serde_json::from_str(&user.scope).map_err(anyhow::Error::from)?;
 
     let token = new_token();
-    let now = Utc::now();
+    let now = crate::db::now();
     let expires_at = now + Duration::hours(state.config.token_ttl_hours);
     on_pool!(&state.db.write, |p| {
         sqlx::query(
@@ -129,8 +129,8 @@ struct Revoke {
     username: Option<String>,
 }
 
-/// With no body: the caller's own token. With a username (admins only): every token of that
-/// user, for a lost phone.
+/// With no body: the caller's own token. With a username (the caller's own, or any for an
+/// admin): every token of that user, for a lost phone.
 async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,8 +141,8 @@ async fn revoke(
     } else {
         serde_json::from_slice(&body).map_err(|e| AppError::invalid_body(e.to_string()))?
     };
-    let now = Utc::now();
-    let Some(username) = request.username.filter(|u| *u != caller.username) else {
+    let now = crate::db::now();
+    let Some(username) = request.username else {
         on_pool!(&state.db.write, |p| {
             sqlx::query(
                 "UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
@@ -155,7 +155,9 @@ async fn revoke(
         })?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    caller.require(&[Role::Admin])?;
+    if username != caller.username {
+        caller.require(&[Role::Admin])?;
+    }
     let user_id: Option<Uuid> = on_pool!(&state.db.read, |p| {
         sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
             .bind(&username)
@@ -233,7 +235,7 @@ pub async fn insert_user(
         username,
         role,
         scope,
-        created_at: Utc::now(),
+        created_at: crate::db::now(),
     };
     let scope_json = serde_json::to_string(&user.scope).map_err(anyhow::Error::from)?;
     let inserted = on_pool!(&db.write, |p| {

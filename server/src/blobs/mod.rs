@@ -128,7 +128,7 @@ pub async fn ingest(
         sha256: expected.to_string(),
         size: spooled.len as i64,
         content_type: content_type.to_owned(),
-        created_at: Utc::now(),
+        created_at: crate::db::now(),
     };
     let created = on_pool!(&state.db.write, |p| {
         let mut tx = p.begin().await?;

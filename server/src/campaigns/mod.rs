@@ -107,7 +107,7 @@ async fn define(
         .bind(campaign.ends_at)
         .bind(&campaign.timezone)
         .bind(&required_json)
-        .bind(Utc::now())
+        .bind(crate::db::now())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -148,3 +148,10 @@ pub fn placeholders(offset: usize, n: usize) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// The current time at the precision both databases keep (microseconds), so a time answered
+/// before a write equals the one read back after it.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}

@@ -83,7 +83,7 @@ pub async fn ingest(db: &Db, submitted_by: Uuid, items: &[Incoming]) -> Result<V
         Dialect::Sqlite => "SELECT value FROM counters WHERE name = $1",
         Dialect::Postgres => "SELECT value FROM counters WHERE name = $1 FOR UPDATE",
     };
-    let now = Utc::now();
+    let now = crate::db::now();
     on_pool!(&db.write, |p| {
         let mut tx = p.begin().await?;
         let mut last_seq: i64 = sqlx::query_scalar(lock_sql)

@@ -153,6 +153,13 @@ async fn create_inner(state: AppState, caller: Caller, headers: HeaderMap) -> Re
         ));
     }
     let sha = expected_sha(&headers)?;
+    let has_body = header_str(&headers, "content-length").is_some_and(|n| n != "0")
+        || headers.contains_key("transfer-encoding");
+    if has_body {
+        return Err(AppError::invalid_body(
+            "creation-with-upload is not supported: create the upload, then PATCH the bytes",
+        ));
+    }
     let id = Uuid::now_v7();
     on_pool!(&state.db.write, |p| {
         sqlx::query("INSERT INTO uploads (id, owner, length, sha256, created_at) VALUES ($1, $2, $3, $4, $5)")
@@ -160,7 +167,7 @@ async fn create_inner(state: AppState, caller: Caller, headers: HeaderMap) -> Re
             .bind(caller.user_id)
             .bind(length as i64)
             .bind(sha.as_str())
-            .bind(Utc::now())
+            .bind(crate::db::now())
             .execute(p)
             .await
             .map(drop)
@@ -421,7 +428,7 @@ async fn discard(state: &AppState, upload: &Upload, parts: &[Part], delete: bool
                 .await?;
         } else {
             sqlx::query("UPDATE uploads SET completed_at = $1, received = length WHERE id = $2")
-                .bind(Utc::now())
+                .bind(crate::db::now())
                 .bind(upload.id)
                 .execute(&mut *tx)
                 .await?;

@@ -1,0 +1,50 @@
+//! Real JPEGs for tests and load: encoded by the image crate from a deterministic scene (sky,
+//! a house-like block, textured ground and sensor-like noise), so they decode, vary with the
+//! seed, and compress like photographs rather than like flat colour.
+
+use image::codecs::jpeg::JpegEncoder;
+use image::{Rgb, RgbImage};
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+
+/// A JPEG of the given size; `seed` changes the scene and the noise.
+pub fn jpeg(width: u32, height: u32, seed: u64, quality: u8) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let house_left = rng.random_range(0..width / 2);
+    let house_top = height / 3 + rng.random_range(0..height / 6);
+    let roof: [u8; 3] = [rng.random(), rng.random(), rng.random()];
+    let noise = 24;
+    let img = RgbImage::from_fn(width, height, |x, y| {
+        let base = if y < height / 3 {
+            [120, 160u8.saturating_add((y * 60 / height) as u8), 230]
+        } else if x >= house_left
+            && x < house_left + width / 3
+            && y >= house_top
+            && y < house_top + height / 3
+        {
+            roof
+        } else {
+            let t = ((x / 7 + y / 5) % 17) as u8;
+            [90 + t * 3, 70 + t * 2, 40 + t]
+        };
+        let mut px = [0u8; 3];
+        for (c, b) in px.iter_mut().zip(base) {
+            *c = (b as i32 + rng.random_range(-noise..=noise)).clamp(0, 255) as u8;
+        }
+        Rgb(px)
+    });
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, quality)
+        .encode_image(&img)
+        .expect("encoding a JPEG");
+    out
+}
+
+/// A small JPEG, quick to make, distinct per seed.
+pub fn small_jpeg(seed: u64) -> Vec<u8> {
+    jpeg(64, 48, seed, 85)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
