@@ -39,6 +39,10 @@ pub struct Config {
     #[arg(long, env = "HUIKAN_TOKEN_TTL_HOURS", default_value_t = 24 * 30)]
     pub token_ttl_hours: i64,
 
+    /// Hours after which an unfinished resumable upload is discarded.
+    #[arg(long, env = "HUIKAN_UPLOAD_EXPIRY_HOURS", default_value_t = 72)]
+    pub upload_expiry_hours: i64,
+
     /// How long a presigned photo URL handed out for S3 stays valid, in seconds.
     #[arg(long, env = "HUIKAN_PRESIGN_TTL_SECS", default_value_t = 300)]
     pub presign_ttl_secs: u64,

@@ -32,11 +32,33 @@ pub async fn launch(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = open(config).await?;
+    tokio::spawn(housekeeping(state.clone()));
     let app = http::router(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")
+}
+
+/// Periodic clean-up: abandoned resumable uploads and temporary files a crash left behind.
+async fn housekeeping(state: AppState) {
+    let max_age = chrono::Duration::hours(state.config.upload_expiry_hours);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match uploads::sweep(&state, max_age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "expired uploads discarded"),
+            Err(e) => tracing::warn!(error = ?e, "sweeping expired uploads"),
+        }
+        if let Err(e) = state
+            .spool
+            .remove_older_than(std::time::Duration::from_secs(3600))
+            .await
+        {
+            tracing::warn!(error = ?e, "cleaning the temporary directory");
+        }
+    }
 }
 
 /// Connects the database and blob store the configuration names.

@@ -53,6 +53,25 @@ impl SpoolDir {
         &self.0
     }
 
+    /// Removes temporary files older than `age`: what a killed process left behind. Younger ones
+    /// may belong to uploads in flight, here or in another process sharing the directory.
+    pub async fn remove_older_than(&self, age: std::time::Duration) -> std::io::Result<()> {
+        let mut entries = tokio::fs::read_dir(&self.0).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let modified = entry.metadata().await?.modified()?;
+            if modified.elapsed().is_ok_and(|elapsed| elapsed > age) {
+                tokio::fs::remove_file(entry.path()).await.or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the stream to a new temporary file, hashing as it goes; at most `limit` bytes.
     pub async fn spool<S, E>(&self, mut body: S, limit: u64) -> Result<Spooled, SpoolError>
     where

@@ -441,6 +441,25 @@ async fn discard(state: &AppState, upload: &Upload, parts: &[Part], delete: bool
     Ok(())
 }
 
+/// Discards uploads nobody finished within `max_age`, and forgets finished ones after it, so
+/// abandoned pieces do not fill the disk or the bucket.
+pub async fn sweep(state: &AppState, max_age: chrono::Duration) -> Result<usize> {
+    let cutoff = crate::db::now() - max_age;
+    let stale: Vec<Upload> = on_pool!(&state.db.read, |p| {
+        sqlx::query_as(
+            "SELECT id, owner, length, received, sha256, completed_at FROM uploads WHERE created_at < $1 LIMIT 1000",
+        )
+        .bind(cutoff)
+        .fetch_all(p)
+        .await
+    })?;
+    for upload in &stale {
+        let parts = parts(state, upload).await?;
+        discard(state, upload, &parts, true).await?;
+    }
+    Ok(stale.len())
+}
+
 async fn terminate(
     State(state): State<AppState>,
     caller: Caller,

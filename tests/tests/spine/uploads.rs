@@ -12,6 +12,7 @@ backend_tests!(
     a_wrong_hash_ends_the_upload,
     a_terminated_upload_is_gone,
     an_existing_tus_client_uploads_and_resumes,
+    abandoned_uploads_expire,
 );
 
 async fn create(api: &Api, sha: &str, length: usize) -> Response {
@@ -292,5 +293,34 @@ async fn an_existing_tus_client_uploads_and_resumes(server: TestServer) {
             200,
             "tuspy's upload {extra:?} is a stored photo"
         );
+    }
+}
+
+async fn abandoned_uploads_expire(mut server: TestServer) {
+    let field = server.user("field_staff", &["410327101001"]).await;
+    let photo = jpeg(300, 200, 15, 90);
+    let url = location(&create(&field, &sha256_hex(&photo), photo.len()).await);
+    assert_eq!(patch(&field, &url, 0, &photo[..100]).await.status(), 204);
+    // A process that keeps uploads for 0 hours sweeps this one as it starts.
+    let sweeper = server
+        .process_with(&[("HUIKAN_UPLOAD_EXPIRY_HOURS", "0")])
+        .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let head = field
+            .at(&sweeper)
+            .request(Method::HEAD, &url)
+            .header("tus-resumable", "1.0.0")
+            .send()
+            .await
+            .unwrap();
+        if head.status() == 404 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the abandoned upload was not swept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
