@@ -48,3 +48,32 @@ pub fn small_jpeg(seed: u64) -> Vec<u8> {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
+
+/// A JPEG of about `target_bytes`: the scene is mostly noise, so its size grows with the pixel
+/// count at a steady rate; measure a small one, scale, then correct once at full size.
+pub fn jpeg_of_about(target_bytes: usize, seed: u64) -> Vec<u8> {
+    let bytes_per_pixel = jpeg(400, 300, 0, 90).len() as f64 / 120_000.0;
+    let (w, h) = four_by_three(target_bytes as f64 / bytes_per_pixel);
+    let measured = jpeg(w, h, 0, 90).len() as f64;
+    let (w, h) = four_by_three((w * h) as f64 * target_bytes as f64 / measured);
+    jpeg(w, h, seed, 90)
+}
+
+/// 4:3 dimensions with about `pixels` pixels (at least 64×48, which the scene needs).
+fn four_by_three(pixels: f64) -> (u32, u32) {
+    let width = (pixels * 4.0 / 3.0).sqrt().max(64.0) as u32;
+    (width, (width * 3 / 4).max(48))
+}
+
+/// A distinct, still valid copy of a JPEG: a COM segment carrying `label` inserted right after
+/// the SOI marker, so each copy has its own hash for the cost of a copy.
+pub fn distinct_copy(jpeg: &[u8], label: &str) -> Vec<u8> {
+    let segment_len = u16::try_from(label.len() + 2).expect("a short label");
+    let mut bytes = Vec::with_capacity(jpeg.len() + label.len() + 4);
+    bytes.extend_from_slice(&jpeg[..2]); // SOI: FF D8
+    bytes.extend_from_slice(&[0xFF, 0xFE]);
+    bytes.extend_from_slice(&segment_len.to_be_bytes());
+    bytes.extend_from_slice(label.as_bytes());
+    bytes.extend_from_slice(&jpeg[2..]);
+    bytes
+}

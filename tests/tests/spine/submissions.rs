@@ -122,7 +122,8 @@ async fn bad_visits_name_the_field(server: TestServer) {
         .post_raw("/v1/submissions", "application/json", "hello")
         .await;
     expect_problem(not_json, 400, "invalid_body").await;
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         (
             "submission_id",
             Box::new(|v| v["submission_id"] = json!("not-a-uuid")),
@@ -483,7 +484,7 @@ fn exactly_one_created(answers: &[(u16, Value)]) {
 async fn a_burst_of_retries_stores_one(server: TestServer) {
     let field = server.user("field_staff", &["410327101001"]).await;
     let body = visit("4103271010010001", &[]);
-    exactly_one_created(&burst(&[field.clone()], &body, 64).await);
+    exactly_one_created(&burst(std::slice::from_ref(&field), &body, 64).await);
     let feed: Value = field
         .get("/v1/sync/submissions")
         .await
