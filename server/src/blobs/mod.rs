@@ -4,7 +4,7 @@
 //! (`crate::uploads`) ends in the same [`ingest`].
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use crate::error::{AppError, Result};
 use crate::http::AppState;
 use crate::on_pool;
 use crate::store::blob_key;
-use crate::store::spool::{SpoolError, Spooled};
+use crate::store::spool::{self, SpoolError, Spooled};
 
 pub fn router() -> Router<AppState> {
     Router::new().route(
@@ -75,19 +75,34 @@ pub fn spool_error(e: SpoolError, limit: u64) -> AppError {
     }
 }
 
-/// Refuses a declared length over the limit before reading a byte.
-pub fn check_declared_length(headers: &HeaderMap, limit: u64) -> Result<()> {
+/// Spools a request body of at most `limit` bytes, refusing a declared length over it before
+/// reading a byte.
+pub async fn spool_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &mut BodyDataStream,
+    limit: u64,
+) -> Result<Spooled, SpoolError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(n) if n > limit => Err(AppError::problem(
-            "payload_too_large",
-            format!("{n} bytes declared; a photo may be at most {limit} bytes"),
-        )),
-        _ => Ok(()),
+        Some(n) if n > limit => Err(SpoolError::TooLarge),
+        _ => state.spool.spool(body, limit).await,
     }
+}
+
+/// Runs a handler that reads a large body, then drains (within bounds) whatever it left unread
+/// when it refused the request early: a client still sending only reads our error if we read
+/// on, instead of meeting a broken pipe.
+pub async fn with_drained_body<F, T>(body: Body, handler: impl FnOnce(BodyDataStream) -> F) -> T
+where
+    F: Future<Output = (T, BodyDataStream)>,
+{
+    let (answer, mut rest) = handler(body.into_data_stream()).await;
+    spool::drain(&mut rest).await;
+    answer
 }
 
 pub enum Ingested {
@@ -177,21 +192,33 @@ pub async fn find(state: &AppState, sha256: &str) -> Result<Option<Blob>> {
 
 async fn put_blob(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Result<Caller, AppError>,
     Path(sha256): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
+    with_drained_body(body, |mut stream| async move {
+        let answer = store_photo(&state, caller, &sha256, &headers, &mut stream).await;
+        (answer, stream)
+    })
+    .await
+}
+
+async fn store_photo(
+    state: &AppState,
+    caller: Result<Caller, AppError>,
+    sha256: &str,
+    headers: &HeaderMap,
+    body: &mut BodyDataStream,
+) -> Result<Response> {
+    let caller = caller?;
     caller.require(UPLOADERS)?;
-    let expected = parse_sha(&sha256)?;
+    let expected = parse_sha(sha256)?;
     let limit = state.config.max_photo_bytes;
-    check_declared_length(&headers, limit)?;
-    let spooled = state
-        .spool
-        .spool(body.into_data_stream(), limit)
+    let spooled = spool_body(state, headers, body, limit)
         .await
         .map_err(|e| spool_error(e, limit))?;
-    Ok(match ingest(&state, &caller, &expected, spooled).await? {
+    Ok(match ingest(state, &caller, &expected, spooled).await? {
         Ingested::Created(blob) => (StatusCode::CREATED, axum::Json(blob)).into_response(),
         Ingested::Existing(blob) => (StatusCode::OK, axum::Json(blob)).into_response(),
     })

@@ -9,6 +9,29 @@ use huikan_shared::Sha256Hex;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+/// How much of an oversized body is read and discarded before answering 413: a client that is
+/// still sending only sees the answer if we read on; past this, the connection is closed.
+const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and discards the rest of a body (bounded in bytes and time), so the client gets to read
+/// the error we answer instead of a broken pipe.
+pub async fn drain<S, E>(body: &mut S)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let mut drained: u64 = 0;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = body.next().await {
+            drained += chunk.len() as u64;
+            if drained > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// How many leading bytes are kept for sniffing the file type.
 const HEAD_LEN: usize = 64;
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -73,7 +96,8 @@ impl SpoolDir {
     }
 
     /// Writes the stream to a new temporary file, hashing as it goes; at most `limit` bytes.
-    pub async fn spool<S, E>(&self, mut body: S, limit: u64) -> Result<Spooled, SpoolError>
+    /// The stream is borrowed so that a caller refusing an oversized body can still drain it.
+    pub async fn spool<S, E>(&self, body: &mut S, limit: u64) -> Result<Spooled, SpoolError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,

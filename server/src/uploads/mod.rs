@@ -5,7 +5,7 @@
 //! same verify-and-commit path as a PUT.
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -236,23 +236,26 @@ async fn progress_inner(
 
 async fn append(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Result<Caller, AppError>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    append_inner(state, caller, id, headers, body)
-        .await
-        .unwrap_or_else(tus_error)
+    blobs::with_drained_body(body, |mut stream| async move {
+        let answer = append_inner(state, caller, id, headers, &mut stream).await;
+        (answer.unwrap_or_else(tus_error), stream)
+    })
+    .await
 }
 
 async fn append_inner(
     state: AppState,
-    caller: Caller,
+    caller: Result<Caller, AppError>,
     id: String,
     headers: HeaderMap,
-    body: Body,
+    body: &mut BodyDataStream,
 ) -> Result<Response> {
+    let caller = caller?;
     caller.require(UPLOADERS)?;
     check_version(&headers)?;
     if header_str(&headers, "content-type") != Some(OFFSET_OCTET_STREAM) {
@@ -288,7 +291,7 @@ async fn append_inner(
         ));
     }
     let room = (upload.length - upload.received) as u64;
-    let spooled = match state.spool.spool(body.into_data_stream(), room).await {
+    let spooled = match blobs::spool_body(&state, &headers, body, room).await {
         Ok(spooled) => Some(spooled),
         // Keep what arrived before the connection broke: the client resumes from there.
         Err(SpoolError::Interrupted { partial, error }) => {
@@ -373,10 +376,10 @@ async fn finish(state: &AppState, caller: &Caller, upload: &Upload) -> Result<bl
         return Err(anyhow::anyhow!("upload {} has non-contiguous pieces", upload.id).into());
     }
     let keys: Vec<String> = parts.iter().map(|p| p.object_key.clone()).collect();
-    let pieces = read_in_order(state.store.clone(), keys);
+    let mut pieces = read_in_order(state.store.clone(), keys);
     let spooled = state
         .spool
-        .spool(pieces, upload.length as u64)
+        .spool(&mut pieces, upload.length as u64)
         .await
         .map_err(|e| blobs::spool_error(e, upload.length as u64))?;
     let expected = Sha256Hex::parse(&upload.sha256).map_err(anyhow::Error::msg)?;

@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
                         .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
                         .collect::<Vec<_>>();
                     let spooled = spool
-                        .spool(futures::stream::iter(frames), u64::MAX)
+                        .spool(&mut futures::stream::iter(frames), u64::MAX)
                         .await
                         .expect("spool");
                     store

@@ -1,0 +1,160 @@
+# Sourced by scripts/test and scripts/bench: brings up every backend the tests and benchmarks
+# use and exports where they are. A Python venv at ./.venv holds moto (the S3 server) and tuspy
+# (a third-party tus client the tests drive); a moto server is started on a free loopback port
+# and killed on exit; PostgreSQL is made to answer on 127.0.0.1:5432 (installing and starting
+# Debian's if needed). Outside CI a backend that cannot be had is a warning; under CI=true it
+# fails the run.
+#
+# Exports: HUIKAN_TEST_PYTHON, HUIKAN_TEST_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+# HUIKAN_TEST_PG_URL, PROFILE, PROFILE_DIR. Set HUIKAN_TEST_S3_ENDPOINT or HUIKAN_TEST_PG_URL
+# beforehand to use servers of your own.
+
+MOTO_PIN='moto[server]==5.2.5'
+TUSPY_PIN='tuspy==1.1.0'
+VENV="$PWD/.venv"
+PROFILE="${HUIKAN_PROFILE:-dev}"
+
+log() { echo "$(basename "$0"): $*" >&2; }
+in_ci() { [[ "${CI:-}" == true || "${CI:-}" == 1 ]]; }
+# A backend that is missing fails the run under CI (as the Rust harness would), else warns.
+missing() {
+    if in_ci; then
+        log "ERROR: $1, and CI=true requires every backend"
+        exit 1
+    fi
+    log "WARNING: $1; the tests that need it will be skipped"
+}
+as_root() { [[ "$(id -u)" == 0 ]]; }
+
+MOTO_PID=
+cleanup() {
+    if [[ -n "$MOTO_PID" ]] && kill -0 "$MOTO_PID" 2>/dev/null; then
+        kill "$MOTO_PID" 2>/dev/null || true
+        wait "$MOTO_PID" 2>/dev/null || true
+    fi
+    if [[ -n "${WORK:-}" ]]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+WORK="$(mktemp -d)"
+
+# --- Python venv: moto (the S3 server) and tuspy (a third-party tus client the tests drive) ---
+venv_ready() {
+    [[ -x "$VENV/bin/moto_server" ]] && "$VENV/bin/python" - "$MOTO_PIN" "$TUSPY_PIN" <<'EOF' 2>/dev/null
+import sys
+from importlib.metadata import version
+for pin in sys.argv[1:]:
+    name, wanted = pin.split("==")
+    if version(name.split("[")[0]) != wanted:
+        sys.exit(1)
+import flask, tusclient  # moto's server extra, and tuspy itself
+EOF
+}
+setup_venv() {
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        rm -rf "$VENV"
+        if ! python3 -m venv "$VENV" 2>"$WORK/venv.log"; then
+            # Debian's python3 ships venv/ensurepip separately.
+            as_root || { cat "$WORK/venv.log" >&2; return 1; }
+            log "installing python3-venv"
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null || return 1
+            rm -rf "$VENV"
+            python3 -m venv "$VENV" || return 1
+        fi
+    fi
+    log "installing $MOTO_PIN $TUSPY_PIN into .venv (about a minute, once)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_PIN" "$TUSPY_PIN" || return 1
+}
+if venv_ready || { setup_venv && venv_ready; }; then
+    export HUIKAN_TEST_PYTHON="$VENV/bin/python"
+else
+    missing "could not set up the Python venv at .venv (moto, tuspy)"
+fi
+
+# --- S3: a moto server on a free loopback port, killed on exit ---
+start_moto() {
+    [[ -n "${HUIKAN_TEST_PYTHON:-}" ]] || return 1
+    local port
+    port="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$WORK/moto.log" 2>&1 &
+    MOTO_PID=$!
+    # Up when it answers HTTP at all; give up after ~30 s or if it died.
+    local _
+    for _ in $(seq 1 60); do
+        if "$VENV/bin/python" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/', timeout=1)" 2>/dev/null; then
+            export HUIKAN_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+            # moto checks no signatures; these only have to be the same for server and tests.
+            export AWS_ACCESS_KEY_ID=huikan-test AWS_SECRET_ACCESS_KEY=huikan-test-secret
+            log "started moto S3 server on 127.0.0.1:$port (pid $MOTO_PID)"
+            return 0
+        fi
+        kill -0 "$MOTO_PID" 2>/dev/null || break
+        sleep 0.5
+    done
+    log "moto did not answer on 127.0.0.1:$port; its log:"
+    tail -n 20 "$WORK/moto.log" >&2
+    return 1
+}
+if [[ -n "${HUIKAN_TEST_S3_ENDPOINT:-}" ]]; then
+    log "using the S3 server at $HUIKAN_TEST_S3_ENDPOINT"
+elif ! start_moto; then
+    missing "no S3 server (moto) could be started"
+fi
+
+# --- PostgreSQL on 127.0.0.1:5432, user postgres with trust auth, database test ---
+pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
+pg_sql() { psql -h 127.0.0.1 -p 5432 -U postgres -w -d postgres -Atqc "$1"; }
+pg_version() { find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1; }
+start_postgres() {
+    if ! pg_up; then
+        as_root || { log "PostgreSQL is down and only root may install or start it"; return 1; }
+        if [[ -z "$(pg_version)" ]]; then
+            log "installing PostgreSQL from Debian"
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null || return 1
+        fi
+        local version
+        version="$(pg_version)"
+        [[ -n "$version" ]] || { log "no PostgreSQL cluster under /etc/postgresql"; return 1; }
+        log "starting PostgreSQL $version on 127.0.0.1:5432"
+        # Already running (e.g. started by the install) is fine: pg_up below decides.
+        pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+        local _
+        for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+        pg_up || return 1
+    fi
+    if ! pg_sql 'SELECT 1' >/dev/null 2>&1; then
+        # A fresh Debian cluster wants a password over TCP; the tests connect as postgres
+        # without one, so let postgres in from loopback (a test machine's own server).
+        local version hba
+        version="$(pg_version)"
+        hba="/etc/postgresql/$version/main/pg_hba.conf"
+        if ! as_root || [[ ! -f "$hba" ]]; then
+            log "cannot log in as postgres on 127.0.0.1 and cannot change $hba"
+            return 1
+        fi
+        log "allowing user postgres from 127.0.0.1 without a password ($hba)"
+        sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+        pg_ctlcluster --skip-systemctl-redirect "$version" main reload || return 1
+        sleep 1
+        pg_sql 'SELECT 1' >/dev/null || return 1
+    fi
+    if [[ -z "$(pg_sql "SELECT 1 FROM pg_database WHERE datname = 'test'")" ]]; then
+        log "creating database test"
+        pg_sql 'CREATE DATABASE test' || return 1
+    fi
+    export HUIKAN_TEST_PG_URL=postgres://postgres@127.0.0.1:5432/test
+    log "PostgreSQL answers on 127.0.0.1:5432 ($HUIKAN_TEST_PG_URL)"
+}
+if [[ -n "${HUIKAN_TEST_PG_URL:-}" ]]; then
+    log "using PostgreSQL at $HUIKAN_TEST_PG_URL"
+elif ! start_postgres; then
+    missing "PostgreSQL does not answer on 127.0.0.1:5432"
+fi
+
+case "$PROFILE" in
+    dev | test) PROFILE_DIR=debug ;;
+    release | bench) PROFILE_DIR=release ;;
+    *) PROFILE_DIR="$PROFILE" ;; # custom profiles build into a folder of their own name
+esac
+export PROFILE PROFILE_DIR
