@@ -31,6 +31,10 @@ pub struct Config {
     #[arg(long, env = "HUIKAN_MAX_PHOTO_BYTES", default_value_t = 25 * 1024 * 1024)]
     pub max_photo_bytes: u64,
 
+    /// Largest registry file accepted over HTTP, in bytes (`huikan registry import` has no limit).
+    #[arg(long, env = "HUIKAN_MAX_IMPORT_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub max_import_bytes: u64,
+
     /// Largest JSON request body accepted, in bytes (a push of 500 visits fits well inside).
     #[arg(long, env = "HUIKAN_MAX_JSON_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_json_bytes: usize,

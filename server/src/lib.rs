@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod registry;
 pub mod store;
 pub mod submissions;
 pub mod uploads;
@@ -24,14 +25,13 @@ use crate::http::AppState;
 use crate::store::spool::SpoolDir;
 use crate::store::{BlobStore, FsStore, S3Store};
 
-/// Opens storage, runs migrations and serves on `listener` until `shutdown` completes; requests
-/// in flight then finish before this returns.
-pub async fn launch(
-    config: Config,
+/// Serves on `listener` until `shutdown` completes; requests in flight then finish before this
+/// returns. Storage is opened (and migrated) first with [`open`].
+pub async fn serve(
+    state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = open(config).await?;
     tokio::spawn(housekeeping(state.clone()));
     let app = http::router(state);
     axum::serve(listener, app)

@@ -20,6 +20,22 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API.
     Serve(Config),
+    /// The household registry.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Import a registry file (CSV in UTF-8 or GBK, or .xlsx) into the configured database.
+    Import {
+        file: std::path::PathBuf,
+        /// The datum of the file's coordinates: wgs84, gcj02 or bd09.
+        #[arg(long, default_value = "wgs84")]
+        datum: String,
+        #[command(flatten)]
+        config: Config,
+    },
 }
 
 #[tokio::main]
@@ -34,12 +50,39 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(config) => {
             let listener = TcpListener::bind(config.listen).await?;
+            let state = huikan_server::open(config).await?;
             let addr = listener.local_addr()?;
-            // Scripts and tests read this line to learn the port when listening on port 0.
+            // Scripts and tests read this line to learn the port when listening on port 0; it
+            // comes once storage is open and migrated, so the server is ready when it appears.
             println!("huikan listening on http://{addr}");
             tracing::info!(%addr, "listening");
-            huikan_server::launch(config, listener, shutdown_signal()).await
+            huikan_server::serve(state, listener, shutdown_signal()).await
         }
+        Command::Registry(RegistryCommand::Import {
+            file,
+            datum,
+            config,
+        }) => {
+            let datum = huikan_server::registry::parse_datum(Some(&datum)).map_err(describe)?;
+            let db =
+                huikan_server::db::Db::connect(config.database_url.as_deref(), &config.data_dir)
+                    .await?;
+            let source = format!("cli:{}", file.display());
+            let started = std::time::Instant::now();
+            let report = huikan_server::registry::import_file(&db, file, datum, None, &source)
+                .await
+                .map_err(describe)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
+            Ok(())
+        }
+    }
+}
+
+fn describe(e: huikan_server::error::AppError) -> anyhow::Error {
+    match e {
+        huikan_server::error::AppError::Problem(p) => anyhow::anyhow!("{}", p.detail),
+        huikan_server::error::AppError::Internal(e) => e,
     }
 }
 

@@ -2,6 +2,9 @@
 //! submits, how its content is hashed, and the parsed newtypes validated once at the edge.
 
 pub mod content;
+pub mod division;
+pub mod geo;
+pub mod idcard;
 pub mod ids;
 pub mod submission;
 

@@ -163,6 +163,19 @@ impl TestServer {
         base
     }
 
+    /// Runs a `huikan` subcommand against this server's storage (same database, same data dir).
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(binary())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.setup.data_dir)
+            .env_remove("DATABASE_URL")
+            .envs(self.setup.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .await
+            .expect("running huikan")
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         &self.setup.data_dir
     }

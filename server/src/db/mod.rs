@@ -88,7 +88,6 @@ impl Db {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
-            .pragma("temp_store", "memory")
             .pragma("cache_size", "-65536");
         let write = SqlitePoolOptions::new()
             .max_connections(1)

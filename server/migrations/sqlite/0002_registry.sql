@@ -1,0 +1,43 @@
+-- The household registry: the current version of each household, the history of versions,
+-- and the imports that made them.
+
+CREATE TABLE registry_imports (
+    import_id     BLOB PRIMARY KEY,
+    imported_by   BLOB REFERENCES users (id),
+    source        TEXT NOT NULL,
+    rows_read     INTEGER NOT NULL,
+    added         INTEGER NOT NULL,
+    updated       INTEGER NOT NULL,
+    unchanged     INTEGER NOT NULL,
+    removed       INTEGER NOT NULL,
+    rejected_rows TEXT NOT NULL,        -- JSON [{"row","reason"}]
+    created_at    TEXT NOT NULL
+);
+
+CREATE TABLE households (
+    household_id  TEXT PRIMARY KEY,
+    village_code  TEXT NOT NULL,
+    record        TEXT NOT NULL,        -- JCS JSON of the household as registered, members included
+    record_sha256 TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    removed       BOOLEAN NOT NULL DEFAULT FALSE,
+    change_seq    INTEGER NOT NULL UNIQUE,   -- position in the registry change feed
+    import_id     BLOB NOT NULL REFERENCES registry_imports (import_id),
+    updated_at    TEXT NOT NULL
+);
+CREATE INDEX households_by_village ON households (village_code, change_seq);
+
+-- Every version a household had; a removed household keeps its history.
+CREATE TABLE household_versions (
+    household_id  TEXT NOT NULL,
+    record        TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    record_sha256 TEXT NOT NULL,
+    removed       BOOLEAN NOT NULL,
+    change_seq    INTEGER NOT NULL,
+    import_id     BLOB NOT NULL REFERENCES registry_imports (import_id),
+    created_at    TEXT NOT NULL,
+    PRIMARY KEY (household_id, version)
+);
+
+INSERT INTO counters (name, value) VALUES ('registry', 0);

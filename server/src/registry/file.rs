@@ -1,0 +1,244 @@
+//! Reading a registry file row by row, never whole: CSV in UTF-8 (with or without BOM) or GBK,
+//! detected from the bytes, or the first sheet of an `.xlsx`. Runs on a blocking thread.
+
+use std::io::Read;
+use std::path::Path;
+
+use calamine::{DataRef, Reader, Xlsx, open_workbook};
+use huikan_shared::geo;
+use huikan_shared::submission::Datum;
+
+use super::rows::{Column, MemberRow, RawRow, map_headers, parse_row};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Xlsx,
+}
+
+/// What one data row became.
+pub enum Item {
+    Member(Box<MemberRow>),
+    Rejected { row: u64, reason: String },
+}
+
+/// Hands on one data row: its number and its cells by column.
+type EmitRow<'a> = dyn FnMut(u64, Vec<(Column, &str)>) + 'a;
+
+/// An `.xlsx` is a ZIP; anything else is taken as CSV.
+pub fn detect_format(path: &Path) -> std::io::Result<Format> {
+    let mut magic = [0u8; 4];
+    let n = std::fs::File::open(path)?.read(&mut magic)?;
+    Ok(if n == 4 && magic == *b"PK\x03\x04" {
+        Format::Xlsx
+    } else {
+        Format::Csv
+    })
+}
+
+/// Reads every data row of the file, handing each to `sink`. Fails (naming what) only when the
+/// file as a whole cannot be read: an unreadable file or missing required columns.
+pub fn read(path: &Path, datum: Datum, sink: &mut dyn FnMut(Item)) -> Result<(), String> {
+    let mut emit = |row: u64, cells: Vec<(Column, &str)>| {
+        if cells.iter().all(|(_, v)| v.trim().is_empty()) {
+            return; // blank lines and rows are not data
+        }
+        match parse_row(&RawRow { row, cells }) {
+            Ok(mut member) => {
+                if let (Some(lat), Some(lon)) = (member.lat, member.lon) {
+                    let (lat, lon) = geo::to_wgs84(lat, lon, datum);
+                    member.lat = Some(lat);
+                    member.lon = Some(lon);
+                }
+                sink(Item::Member(Box::new(member)));
+            }
+            Err(reason) => sink(Item::Rejected { row, reason }),
+        }
+    };
+    match detect_format(path).map_err(|e| format!("cannot read the file: {e}"))? {
+        Format::Csv => read_csv(path, &mut emit),
+        Format::Xlsx => read_xlsx(path, &mut emit),
+    }
+}
+
+/// UTF-8 if the file says so with a BOM or its start is valid UTF-8; GBK otherwise (the
+/// national system's CSV export).
+fn sniff_encoding(path: &Path) -> std::io::Result<&'static encoding_rs::Encoding> {
+    let mut head = Vec::with_capacity(64 * 1024);
+    std::fs::File::open(path)?
+        .take(64 * 1024)
+        .read_to_end(&mut head)?;
+    let utf8 = match std::str::from_utf8(&head) {
+        Ok(_) => true,
+        // Cut mid-character at the end of the sample: still UTF-8.
+        Err(e) => e.error_len().is_none(),
+    };
+    Ok(if head.starts_with(b"\xEF\xBB\xBF") || utf8 {
+        encoding_rs::UTF_8
+    } else {
+        encoding_rs::GBK
+    })
+}
+
+fn read_csv(path: &Path, emit: &mut EmitRow) -> Result<(), String> {
+    let encoding = sniff_encoding(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
+        .encoding(Some(encoding))
+        .bom_sniffing(true)
+        .build(std::io::BufReader::with_capacity(256 * 1024, file));
+    let mut csv = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(decoded);
+    let headers: Vec<String> = csv
+        .headers()
+        .map_err(|e| format!("cannot read the header row: {e}"))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let columns = map_headers(&headers)?;
+    let mut record = csv::StringRecord::new();
+    loop {
+        match csv.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {
+                // The reader's line after a record is the line the record ends on, blank lines
+                // counted (a record's own position skips them): the number a clerk's editor shows.
+                let row = csv.position().line();
+                let cells = columns
+                    .iter()
+                    .zip(record.iter())
+                    .filter_map(|(c, v)| c.map(|c| (c, v)))
+                    .collect();
+                emit(row, cells);
+            }
+            Err(e) => {
+                let row = e.position().map_or(0, |p| p.line());
+                return Err(format!("CSV unreadable at line {row}: {e}"));
+            }
+        }
+    }
+}
+
+fn cell_text(value: &DataRef) -> String {
+    match value {
+        DataRef::Empty => String::new(),
+        DataRef::String(s) => s.clone(),
+        DataRef::SharedString(s) => (*s).to_owned(),
+        // Codes typed as numbers: 410327101001.0 is the code 410327101001.
+        DataRef::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
+        DataRef::Float(f) => f.to_string(),
+        DataRef::Int(i) => i.to_string(),
+        DataRef::Bool(b) => b.to_string(),
+        other => calamine::DataType::as_string(other).unwrap_or_default(),
+    }
+}
+
+fn read_xlsx(path: &Path, emit: &mut EmitRow) -> Result<(), String> {
+    let mut workbook: Xlsx<_> =
+        open_workbook(path).map_err(|e| format!("not a readable .xlsx file: {e}"))?;
+    let sheet = workbook
+        .sheet_names()
+        .first()
+        .cloned()
+        .ok_or_else(|| "the workbook has no sheet".to_owned())?;
+    let mut cells = workbook
+        .worksheet_cells_reader(&sheet)
+        .map_err(|e| format!("cannot read sheet {sheet}: {e}"))?;
+    // Cells arrive row by row; a row is complete when the next one starts.
+    let mut columns: Option<Vec<Option<Column>>> = None;
+    let mut current: Option<u32> = None;
+    let mut values: Vec<(u32, String)> = Vec::new();
+    let mut finish = |row: u32,
+                      values: &mut Vec<(u32, String)>,
+                      columns: &mut Option<Vec<Option<Column>>>|
+     -> Result<(), String> {
+        match columns {
+            None => {
+                let width = values.iter().map(|(c, _)| *c + 1).max().unwrap_or(0) as usize;
+                let mut headers = vec![String::new(); width];
+                for (c, v) in values.drain(..) {
+                    headers[c as usize] = v;
+                }
+                *columns = Some(map_headers(&headers)?);
+            }
+            Some(columns) => {
+                let cells = values
+                    .iter()
+                    .filter_map(|(c, v)| {
+                        columns
+                            .get(*c as usize)
+                            .copied()
+                            .flatten()
+                            .map(|col| (col, v.as_str()))
+                    })
+                    .collect();
+                emit(u64::from(row) + 1, cells);
+                values.clear();
+            }
+        }
+        Ok(())
+    };
+    loop {
+        let cell = cells
+            .next_cell()
+            .map_err(|e| format!("cannot read sheet {sheet}: {e}"))?;
+        let Some(cell) = cell else { break };
+        let (row, col) = cell.get_position();
+        if current.is_some_and(|r| r != row) {
+            finish(current.unwrap_or_default(), &mut values, &mut columns)?;
+        }
+        current = Some(row);
+        values.push((col, cell_text(cell.get_value())));
+    }
+    if let Some(row) = current {
+        finish(row, &mut values, &mut columns)?;
+    }
+    if columns.is_none() {
+        return Err("the first sheet is empty".to_owned());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows_of(text: &[u8]) -> Vec<(u64, Result<String, String>)> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        let mut out = Vec::new();
+        read(file.path(), Datum::Wgs84, &mut |item| {
+            out.push(match item {
+                Item::Member(m) => (m.row, Ok(m.name.clone())),
+                Item::Rejected { row, reason } => (row, Err(reason)),
+            })
+        })
+        .unwrap();
+        out
+    }
+
+    const HEADER: &str = "户编号,村代码,乡镇,行政村,户主姓名,姓名,身份证号,与户主关系\r\n";
+
+    #[test]
+    fn rows_are_numbered_from_the_header_as_row_one() {
+        let text = format!(
+            "{HEADER}h1,410327101001,镇,村,张三,张三,11010519491231002X,户主\r\n\r\nh2,410327101001,镇,村,李四,李四,11010519491231002X,表哥\r\n"
+        );
+        let rows = rows_of(text.as_bytes());
+        assert_eq!(rows[0], (2, Ok("张三".to_owned())));
+        assert_eq!(rows[1].0, 4, "the blank line 3 still counts");
+        assert!(rows[1].1.is_err());
+    }
+
+    #[test]
+    fn gbk_and_bom_are_detected() {
+        let text =
+            format!("{HEADER}h1,410327101001,城关镇,东村,张三,张三,11010519491231002X,户主\r\n");
+        let (gbk, _, _) = encoding_rs::GBK.encode(&text);
+        assert_eq!(rows_of(&gbk)[0].1, Ok("张三".to_owned()));
+        let bom = [b"\xEF\xBB\xBF".as_slice(), text.as_bytes()].concat();
+        assert_eq!(rows_of(&bom)[0].1, Ok("张三".to_owned()));
+    }
+}

@@ -1,0 +1,236 @@
+//! The household registry: imports from the county's files (`POST /v1/registry/imports` and
+//! `huikan registry import`), the delta feed phones pull before walking out of signal, and one
+//! household read within the caller's scope.
+
+mod file;
+mod import;
+mod rows;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use huikan_shared::DivisionPrefix;
+use huikan_shared::division::upper_bound;
+use huikan_shared::submission::{Datum, mask_id_number};
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+pub use import::{ImportReport, import_file};
+
+use crate::auth::{Caller, Role};
+use crate::blobs::with_drained_body;
+use crate::error::{AppError, Result};
+use crate::http::AppState;
+use crate::http::page::{PageQuery, Paged};
+use crate::on_pool;
+use crate::store::spool::SpoolError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/registry/imports", post(import_upload))
+        .route("/v1/sync/registry", get(sync))
+        .route("/v1/households/{household_id}", get(household))
+}
+
+const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+#[derive(Deserialize)]
+struct ImportQuery {
+    #[serde(default)]
+    datum: Option<String>,
+}
+
+pub fn parse_datum(datum: Option<&str>) -> Result<Datum> {
+    match datum {
+        None | Some("wgs84") => Ok(Datum::Wgs84),
+        Some("gcj02") => Ok(Datum::Gcj02),
+        Some("bd09") => Ok(Datum::Bd09),
+        Some(other) => Err(AppError::invalid_query(format!(
+            "datum must be wgs84, gcj02 or bd09, got {other:?}"
+        ))),
+    }
+}
+
+async fn import_upload(
+    State(state): State<AppState>,
+    caller: Result<Caller, AppError>,
+    Query(query): Query<ImportQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<ImportReport>)> {
+    with_drained_body(body, |mut stream| async move {
+        let answer = async {
+            let caller = caller?;
+            caller.require(&[Role::Admin])?;
+            let datum = parse_datum(query.datum.as_deref())?;
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(';').next())
+                .map(str::trim)
+                .unwrap_or_default();
+            if !matches!(content_type, "text/csv" | XLSX | "application/octet-stream") {
+                return Err(AppError::problem(
+                    "unsupported_media_type",
+                    format!("send the registry as text/csv or {XLSX}, not {content_type:?}"),
+                ));
+            }
+            let limit = state.config.max_import_bytes;
+            let spooled = state.spool.spool(&mut stream, limit).await.map_err(|e| match e {
+                SpoolError::TooLarge => AppError::problem(
+                    "payload_too_large",
+                    format!("a registry file may be at most {limit} bytes; use `huikan registry import` for larger"),
+                ),
+                other => crate::blobs::spool_error(other, limit),
+            })?;
+            let path = spooled.file.to_path_buf();
+            let report = import_file(&state.db, path, datum, Some(caller.user_id), "http").await?;
+            drop(spooled);
+            Ok((StatusCode::CREATED, Json(report)))
+        }
+        .await;
+        (answer, stream)
+    })
+    .await
+}
+
+#[derive(sqlx::FromRow)]
+struct HouseholdRow {
+    household_id: String,
+    village_code: String,
+    record: String,
+    version: i64,
+    removed: bool,
+    change_seq: i64,
+    updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str =
+    "household_id, village_code, record, version, removed, change_seq, updated_at";
+
+/// A household as served: its record with `version`, `removed` and `updated_at` added; removed
+/// households in the feed are only `{"household_id","deleted":true,"version"}`.
+fn served(row: &HouseholdRow, tombstone_only: bool) -> Result<Box<RawValue>> {
+    let text = if row.removed && tombstone_only {
+        serde_json::json!({"household_id": row.household_id, "deleted": true, "version": row.version}).to_string()
+    } else {
+        // The record is a JSON object: add the fields at its front without re-parsing it.
+        let body = row
+            .record
+            .strip_prefix('{')
+            .ok_or_else(|| anyhow::anyhow!("household record is not an object"))?;
+        let sep = if body.starts_with('}') { "" } else { "," };
+        format!(
+            "{{\"removed\":{},\"updated_at\":{},\"version\":{}{sep}{body}",
+            row.removed,
+            serde_json::to_string(&row.updated_at).map_err(anyhow::Error::from)?,
+            row.version
+        )
+    };
+    Ok(RawValue::from_string(text).map_err(anyhow::Error::from)?)
+}
+
+/// `GET /v1/sync/registry`: the caller's villages' households changed since the cursor, in feed
+/// order. A page reads a committed snapshot, and an import numbers its changes under the feed
+/// lock, so a phone paging while an import lands misses nothing.
+async fn sync(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Paged<Box<RawValue>>>> {
+    caller.require(&[Role::FieldStaff])?;
+    let page = query.parse(import::FEED)?;
+    if caller.scope.is_empty() {
+        return Ok(Json(Paged::from_rows(import::FEED, &page, Vec::new())));
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM households WHERE change_seq > $1 AND {} ORDER BY change_seq LIMIT $2",
+        scope_condition(&caller.scope)
+    );
+    let rows: Vec<HouseholdRow> = on_pool!(&state.db.read, |p| {
+        sqlx::query_as(&sql)
+            .bind(page.after)
+            .bind(page.limit + 1)
+            .fetch_all(p)
+            .await
+    })?;
+    let items = rows
+        .iter()
+        .map(|r| served(r, true).map(|v| (r.change_seq, v)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Json(Paged::from_rows(import::FEED, &page, items)))
+}
+
+/// SQL for "`village_code` within one of these prefixes": equality for a village, a range for a
+/// township or county, so the (village_code, change_seq) index serves both. The prefixes are
+/// inlined as literals: each was validated as 2 to 12 digits when it entered the system.
+fn scope_condition(scope: &[DivisionPrefix]) -> String {
+    let terms: Vec<String> = scope
+        .iter()
+        .map(|p| {
+            let p = p.as_str();
+            debug_assert!(p.bytes().all(|b| b.is_ascii_digit()));
+            match (p.len(), upper_bound(p)) {
+                (12, _) => format!("village_code = '{p}'"),
+                (_, Some(upper)) => format!("(village_code >= '{p}' AND village_code < '{upper}')"),
+                (_, None) => format!("village_code >= '{p}'"),
+            }
+        })
+        .collect();
+    format!("({})", terms.join(" OR "))
+}
+
+#[derive(Deserialize)]
+struct HouseholdQuery {
+    #[serde(default)]
+    unmask: Option<String>,
+}
+
+/// `GET /v1/households/{id}`: the record within the caller's scope (404 outside it, so
+/// existence does not leak); 身份证号 masked for reviewers and auditors unless `unmask=true`.
+async fn household(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(household_id): Path<String>,
+    Query(query): Query<HouseholdQuery>,
+) -> Result<Json<Value>> {
+    let unmask = match query.unmask.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(AppError::invalid_query(format!(
+                "unmask must be true or false, got {other:?}"
+            )));
+        }
+    };
+    let row: Option<HouseholdRow> = on_pool!(&state.db.read, |p| {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM households WHERE household_id = $1"
+        ))
+        .bind(&household_id)
+        .fetch_optional(p)
+        .await
+    })?;
+    let visible = |r: &HouseholdRow| match caller.role {
+        Role::FieldStaff | Role::Reviewer => caller.covers(&r.village_code),
+        Role::Auditor | Role::Admin => true,
+    };
+    let row = row
+        .filter(visible)
+        .ok_or_else(|| AppError::not_found("no such household in your scope"))?;
+    let mut value: Value =
+        serde_json::from_str(served(&row, false)?.get()).map_err(anyhow::Error::from)?;
+    let masked = matches!(caller.role, Role::Reviewer | Role::Auditor) && !unmask;
+    if masked && let Some(members) = value.get_mut("members").and_then(Value::as_array_mut) {
+        for member in members {
+            if let Some(Value::String(id)) = member.get_mut("id_number") {
+                *id = mask_id_number(id);
+            }
+        }
+    }
+    Ok(Json(value))
+}

@@ -1,0 +1,9 @@
+//! Black-box tests of the HTTP API, each run against the real binary on every backend.
+
+mod auth;
+mod blobs;
+mod campaigns;
+mod contract;
+mod registry;
+mod submissions;
+mod uploads;
