@@ -77,6 +77,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     }
     Ok(AppState {
         config: Arc::new(config),
+        submissions: submissions::GroupCommit::start(db.clone()),
         db,
         store,
         spool,

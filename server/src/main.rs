@@ -73,10 +73,27 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .map_err(describe)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
-            eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
+            eprintln!(
+                "imported in {:.1} s, peak memory {}",
+                started.elapsed().as_secs_f64(),
+                peak_memory().unwrap_or_else(|| "unknown".to_owned())
+            );
             Ok(())
         }
     }
+}
+
+/// This process's peak resident memory, from /proc (Linux).
+fn peak_memory() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(format!("{:.0} MiB", kib / 1024.0))
 }
 
 fn describe(e: huikan_server::error::AppError) -> anyhow::Error {

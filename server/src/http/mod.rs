@@ -29,6 +29,7 @@ pub struct AppState {
     pub db: Db,
     pub store: Arc<dyn BlobStore>,
     pub spool: SpoolDir,
+    pub submissions: crate::submissions::GroupCommit,
     pub metrics: PrometheusHandle,
 }
 

@@ -1,8 +1,11 @@
 //! Reading a registry file row by row, never whole: CSV in UTF-8 (with or without BOM) or GBK,
 //! detected from the bytes, or the first sheet of an `.xlsx`. Runs on a blocking thread.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::Read;
 use std::path::Path;
+use std::rc::Rc;
 
 use calamine::{DataRef, Reader, Xlsx, open_workbook};
 use huikan_shared::geo;
@@ -19,7 +22,12 @@ pub enum Format {
 /// What one data row became.
 pub enum Item {
     Member(Box<MemberRow>),
-    Rejected { row: u64, reason: String },
+    /// A row skipped, with its household when it named one (that household is still present).
+    Rejected {
+        row: u64,
+        household_id: Option<String>,
+        reason: String,
+    },
 }
 
 /// Hands on one data row: its number and its cells by column.
@@ -43,7 +51,10 @@ pub fn read(path: &Path, datum: Datum, sink: &mut dyn FnMut(Item)) -> Result<(),
         if cells.iter().all(|(_, v)| v.trim().is_empty()) {
             return; // blank lines and rows are not data
         }
-        match parse_row(&RawRow { row, cells }) {
+        match parse_row(&RawRow {
+            row,
+            cells: cells.clone(),
+        }) {
             Ok(mut member) => {
                 if let (Some(lat), Some(lon)) = (member.lat, member.lon) {
                     let (lat, lon) = geo::to_wgs84(lat, lon, datum);
@@ -52,7 +63,17 @@ pub fn read(path: &Path, datum: Datum, sink: &mut dyn FnMut(Item)) -> Result<(),
                 }
                 sink(Item::Member(Box::new(member)));
             }
-            Err(reason) => sink(Item::Rejected { row, reason }),
+            Err(reason) => {
+                let household_id = cells
+                    .iter()
+                    .find(|(c, v)| *c == Column::HouseholdId && !v.trim().is_empty())
+                    .map(|(_, v)| v.trim().to_owned());
+                sink(Item::Rejected {
+                    row,
+                    household_id,
+                    reason,
+                })
+            }
         }
     };
     match detect_format(path).map_err(|e| format!("cannot read the file: {e}"))? {
@@ -80,6 +101,29 @@ fn sniff_encoding(path: &Path) -> std::io::Result<&'static encoding_rs::Encoding
     })
 }
 
+/// Notes the offset of every newline in the decoded text, so that a record's end gives the line
+/// a clerk's editor shows it on: the csv crate's own line count differs between `\n` and
+/// `\r\n` files and skips blank lines.
+struct LineCounter<R> {
+    inner: R,
+    read: u64,
+    newlines: Rc<RefCell<VecDeque<u64>>>,
+}
+
+impl<R: Read> Read for LineCounter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut newlines = self.newlines.borrow_mut();
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'\n' {
+                newlines.push_back(self.read + i as u64);
+            }
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 fn read_csv(path: &Path, emit: &mut EmitRow) -> Result<(), String> {
     let encoding = sniff_encoding(path).map_err(|e| format!("cannot read the file: {e}"))?;
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
@@ -87,10 +131,27 @@ fn read_csv(path: &Path, emit: &mut EmitRow) -> Result<(), String> {
         .encoding(Some(encoding))
         .bom_sniffing(true)
         .build(std::io::BufReader::with_capacity(256 * 1024, file));
+    let newlines = Rc::new(RefCell::new(VecDeque::new()));
+    let counted = LineCounter {
+        inner: decoded,
+        read: 0,
+        newlines: newlines.clone(),
+    };
     let mut csv = csv::ReaderBuilder::new()
         .flexible(true)
         .has_headers(true)
-        .from_reader(decoded);
+        .from_reader(counted);
+    // The line of a record that ended just before byte `end`: one more than the newlines
+    // before its last character. Offsets only grow, so passed newlines are forgotten.
+    let mut passed: u64 = 0;
+    let mut line_ending_at = |end: u64| {
+        let mut newlines = newlines.borrow_mut();
+        while newlines.front().is_some_and(|n| *n + 1 < end) {
+            newlines.pop_front();
+            passed += 1;
+        }
+        passed + 1
+    };
     let headers: Vec<String> = csv
         .headers()
         .map_err(|e| format!("cannot read the header row: {e}"))?
@@ -103,9 +164,7 @@ fn read_csv(path: &Path, emit: &mut EmitRow) -> Result<(), String> {
         match csv.read_record(&mut record) {
             Ok(false) => return Ok(()),
             Ok(true) => {
-                // The reader's line after a record is the line the record ends on, blank lines
-                // counted (a record's own position skips them): the number a clerk's editor shows.
-                let row = csv.position().line();
+                let row = line_ending_at(csv.position().byte());
                 let cells = columns
                     .iter()
                     .zip(record.iter())
@@ -212,7 +271,7 @@ mod tests {
         read(file.path(), Datum::Wgs84, &mut |item| {
             out.push(match item {
                 Item::Member(m) => (m.row, Ok(m.name.clone())),
-                Item::Rejected { row, reason } => (row, Err(reason)),
+                Item::Rejected { row, reason, .. } => (row, Err(reason)),
             })
         })
         .unwrap();
@@ -230,6 +289,16 @@ mod tests {
         assert_eq!(rows[0], (2, Ok("张三".to_owned())));
         assert_eq!(rows[1].0, 4, "the blank line 3 still counts");
         assert!(rows[1].1.is_err());
+    }
+
+    #[test]
+    fn plain_newlines_number_the_same() {
+        let text = format!(
+            "{}h1,410327101001,镇,村,张三,张三,11010519491231002X,户主\n\nh2,410327101001,镇,村,李四,李四,11010519491231002X,表哥",
+            HEADER.replace("\r\n", "\n")
+        );
+        let rows = rows_of(text.as_bytes());
+        assert_eq!((rows[0].0, rows[1].0), (2, 4));
     }
 
     #[test]

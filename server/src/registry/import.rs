@@ -307,7 +307,16 @@ pub async fn import_file(
                             Some(json),
                         ));
                     }
-                    Item::Rejected { row, reason } => rejected.push(Rejected { row, reason }),
+                    Item::Rejected {
+                        row,
+                        household_id,
+                        reason,
+                    } => {
+                        if let Some(id) = household_id {
+                            values.push((id, row as i64, None, None));
+                        }
+                        rejected.push(Rejected { row, reason });
+                    }
                 }
             }
             if values.is_empty() {
@@ -373,6 +382,7 @@ pub async fn import_file(
             .collect();
 
             let mut changes = Vec::new();
+            let mut contradicting: Vec<i64> = Vec::new();
             let mut start = 0;
             while start < staged_rows.len() {
                 let id = &staged_rows[start].0;
@@ -390,9 +400,11 @@ pub async fn import_file(
                 if members.is_empty() {
                     continue; // only rejected rows: left as it was
                 }
+                let refused_before = rejected.len();
                 let Some(record) = household_record(&members, &mut rejected) else {
                     continue;
                 };
+                contradicting.extend(rejected[refused_before..].iter().map(|r| r.row as i64));
                 let record_sha256 = hex::encode(Sha256::digest(record.as_bytes()));
                 let version = match stored.get(&members[0].household_id) {
                     Some(s) if s.record_sha256 == record_sha256 && !s.removed => {
@@ -421,6 +433,18 @@ pub async fn import_file(
             }
             write_changes!(tx, changes, import_id, now);
             after = last;
+            // Rows refused for naming another village must not make that village "imported".
+            for chunk in contradicting.chunks(500) {
+                let mut q = QueryBuilder::new(
+                    "UPDATE import_rows SET village_code = NULL WHERE row_no IN (",
+                );
+                let mut list = q.separated(", ");
+                for row in chunk {
+                    list.push_bind(*row);
+                }
+                list.push_unseparated(")");
+                q.build().execute(&mut *tx).await?;
+            }
         }
 
         // 3. Households of the imported villages that the file no longer has.

@@ -230,6 +230,9 @@ async fn household(
             if let Some(Value::String(id)) = member.get_mut("id_number") {
                 *id = mask_id_number(id);
             }
+            // The birth date is the part the mask hides, and a problem may quote it.
+            member["birth_date"] = Value::Null;
+            member["id_number_problem"] = Value::Null;
         }
     }
     Ok(Json(value))

@@ -18,6 +18,7 @@ use crate::on_pool;
 
 /// A visit that fits the schema, with its content hash, ready to be stored.
 pub struct Incoming {
+    pub submitted_by: Uuid,
     pub submission_id: Uuid,
     pub household_id: String,
     pub campaign: String,
@@ -31,11 +32,12 @@ pub struct Incoming {
 
 impl Incoming {
     /// Validates a received JSON value against the contract and hashes its content.
-    pub fn prepare(received: &Value) -> Result<Incoming, Problem> {
+    pub fn prepare(received: &Value, submitted_by: Uuid) -> Result<Incoming, Problem> {
         let parsed =
             Submission::from_value(received).map_err(|e| Problem::new("invalid_body", e))?;
         let (content_sha256, content) = content_sha256(received);
         Ok(Incoming {
+            submitted_by,
             submission_id: parsed.submission_id,
             household_id: parsed.household_id,
             campaign: parsed.campaign.as_str().to_owned(),
@@ -74,7 +76,7 @@ pub enum Outcome {
 const FEED: &str = "submissions";
 
 /// Decides and stores a batch: each item as if posted alone, all in one transaction.
-pub async fn ingest(db: &Db, submitted_by: Uuid, items: &[Incoming]) -> Result<Vec<Outcome>> {
+pub async fn ingest(db: &Db, items: &[Incoming]) -> Result<Vec<Outcome>> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
@@ -205,7 +207,7 @@ pub async fn ingest(db: &Db, submitted_by: Uuid, items: &[Incoming]) -> Result<V
                         .push_bind(item.submission_id)
                         .push_bind(&item.household_id)
                         .push_bind(&item.campaign)
-                        .push_bind(submitted_by)
+                        .push_bind(item.submitted_by)
                         .push_bind(&item.content_sha256)
                         .push_bind(&item.content)
                         .push_bind(&item.device_id)

@@ -1,6 +1,7 @@
 //! Visits from phones: `POST /v1/submissions`, the batched `POST /v1/sync/push`, reading one
 //! back, and the feed through which a phone learns its visits' review state.
 
+mod group_commit;
 mod ingest;
 
 use axum::extract::{Path, Query, State};
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub use group_commit::GroupCommit;
 pub use ingest::{Incoming, Outcome, Receipt, ingest};
 
 use crate::auth::{Caller, Role};
@@ -40,11 +42,8 @@ async fn submit(
     RawJson(body): RawJson,
 ) -> Result<Response> {
     caller.require(&[Role::FieldStaff])?;
-    let item = Incoming::prepare(&body)?;
-    let outcome = ingest(&state.db, caller.user_id, std::slice::from_ref(&item))
-        .await?
-        .pop()
-        .ok_or_else(|| anyhow::anyhow!("ingest returned no outcome"))?;
+    let item = Incoming::prepare(&body, caller.user_id)?;
+    let outcome = state.submissions.submit(item).await?;
     record(&outcome);
     Ok(match outcome {
         Outcome::Created(receipt) => (StatusCode::CREATED, Json(receipt)).into_response(),
@@ -109,13 +108,13 @@ async fn push(
     let slots: Vec<Result<usize, Problem>> = items
         .iter()
         .map(|raw| {
-            Incoming::prepare(raw).map(|item| {
+            Incoming::prepare(raw, caller.user_id).map(|item| {
                 valid.push(item);
                 valid.len() - 1
             })
         })
         .collect();
-    let mut outcomes: Vec<Option<Outcome>> = ingest(&state.db, caller.user_id, &valid)
+    let mut outcomes: Vec<Option<Outcome>> = ingest(&state.db, &valid)
         .await?
         .into_iter()
         .map(Some)

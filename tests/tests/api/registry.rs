@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 backend_tests!(
     gbk_utf8_bom_and_xlsx_import_identically,
     bad_rows_are_reported_and_good_rows_land,
+    bad_rows_never_remove_a_household,
     a_reimport_changes_only_what_changed,
     field_staff_see_exactly_their_villages,
     a_phone_paging_during_an_import_misses_nothing,
@@ -147,6 +148,46 @@ async fn bad_rows_are_reported_and_good_rows_land(server: TestServer) {
             .as_str()
             .unwrap()
             .contains("check character")
+    );
+}
+
+async fn bad_rows_never_remove_a_household(server: TestServer) {
+    let admin = server.admin().await;
+    let village_a = village("410327101001", 3);
+    let village_b = village("410327101002", 2);
+    let all: Vec<_> = village_a.iter().chain(&village_b).cloned().collect();
+    assert_eq!(
+        counts(&import(&admin, "text/csv", utf8_bom(&rows(&all))).await),
+        (5, 0, 0, 0)
+    );
+
+    // Re-import village A only: every row of household 1 is bad, and one row of household 2
+    // names village B by mistake.
+    let mut data = rows(&village_a);
+    for row in &mut data[1..4] {
+        row[7] = "表哥".to_owned();
+    }
+    data[5][1] = "410327101002".to_owned();
+    let report = import(&admin, "text/csv", utf8_bom(&data)).await;
+    let rejected: Vec<u64> = report["rejected_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["row"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rejected, [2, 3, 4, 6]);
+    // Household 1 is left as it was, household 2 loses the contradicting member, 3 is unchanged,
+    // and village B, which this file does not cover, keeps its households.
+    assert_eq!(counts(&report), (0, 1, 1, 0), "{report}");
+    let field = server.user("field_staff", &["410327101"]).await;
+    let copy = apply(&pull(&field, None, 100).await.0);
+    assert_eq!(copy.len(), 5);
+    assert_eq!(
+        copy["4103271010010001"]["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
     );
 }
 
