@@ -40,4 +40,10 @@ CREATE TABLE household_versions (
     PRIMARY KEY (household_id, version)
 );
 
+-- Every village the registry has held: a phone's township or county scope becomes the list of
+-- its villages, each an index seek on households (village_code, change_seq).
+CREATE TABLE registry_villages (
+    village_code TEXT PRIMARY KEY
+);
+
 INSERT INTO counters (name, value) VALUES ('registry', 0);

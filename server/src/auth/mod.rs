@@ -229,7 +229,7 @@ pub async fn insert_user(
     if password.chars().count() < 8 {
         return Err(AppError::invalid_body("password: at least 8 characters"));
     }
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
+    let password_hash = hashing(move || hash_password(&password)).await??;
     let user = User {
         id: Uuid::now_v7(),
         username,
@@ -287,6 +287,21 @@ pub async fn bootstrap_admin(db: &Db, spec: &str) -> anyhow::Result<()> {
         Err(AppError::Internal(e)) => return Err(e),
     }
     Ok(())
+}
+
+/// Password hashes cost ~19 MiB and tens of milliseconds each: at most one per core at a time,
+/// so a crowd of phones logging in at once queues instead of exhausting memory.
+static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from))
+});
+
+/// Runs password hashing work on a blocking thread, within the hashing limit.
+async fn hashing<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .map_err(|e| anyhow::anyhow!("the hashing limit closed: {e}"))?;
+    Ok(tokio::task::spawn_blocking(work).await?)
 }
 
 fn new_token() -> String {

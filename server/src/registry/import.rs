@@ -477,6 +477,13 @@ pub async fn import_file(
             .collect();
         write_changes!(tx, changes, import_id, now);
 
+        sqlx::query(
+            "INSERT INTO registry_villages (village_code)
+             SELECT DISTINCT village_code FROM import_rows WHERE village_code IS NOT NULL
+             ON CONFLICT (village_code) DO NOTHING",
+        )
+        .execute(&mut *tx)
+        .await?;
         rejected.sort_by_key(|r| r.row);
         sqlx::query("UPDATE counters SET value = $1 WHERE name = $2")
             .bind(seq)

@@ -165,9 +165,10 @@ async fn sync(
     Ok(Json(Paged::from_rows(import::FEED, &page, items)))
 }
 
-/// SQL for "`village_code` within one of these prefixes": equality for a village, a range for a
-/// township or county, so the (village_code, change_seq) index serves both. The prefixes are
-/// inlined as literals: each was validated as 2 to 12 digits when it entered the system.
+/// SQL for "`village_code` within one of these prefixes", as a list of villages: each is then
+/// one seek on the (village_code, change_seq) index, so a delta pull costs what it returns
+/// whether the scope is a village or a county. The prefixes are inlined as literals: each was
+/// validated as 2 to 12 digits when it entered the system.
 fn scope_condition(scope: &[DivisionPrefix]) -> String {
     let terms: Vec<String> = scope
         .iter()
@@ -175,13 +176,24 @@ fn scope_condition(scope: &[DivisionPrefix]) -> String {
             let p = p.as_str();
             debug_assert!(p.bytes().all(|b| b.is_ascii_digit()));
             match (p.len(), upper_bound(p)) {
-                (12, _) => format!("village_code = '{p}'"),
-                (_, Some(upper)) => format!("(village_code >= '{p}' AND village_code < '{upper}')"),
-                (_, None) => format!("village_code >= '{p}'"),
+                (12, _) => format!("'{p}'"),
+                (_, Some(upper)) => format!(
+                    "SELECT village_code FROM registry_villages WHERE village_code >= '{p}' AND village_code < '{upper}'"
+                ),
+                (_, None) => format!("SELECT village_code FROM registry_villages WHERE village_code >= '{p}'"),
             }
         })
         .collect();
-    format!("({})", terms.join(" OR "))
+    let (villages, ranges): (Vec<String>, Vec<String>) =
+        terms.into_iter().partition(|t| t.starts_with('\''));
+    let mut sets = ranges;
+    if !villages.is_empty() {
+        sets.push(format!(
+            "SELECT village_code FROM registry_villages WHERE village_code IN ({})",
+            villages.join(", ")
+        ));
+    }
+    format!("village_code IN ({})", sets.join(" UNION "))
 }
 
 #[derive(Deserialize)]

@@ -39,7 +39,10 @@ fn main() -> anyhow::Result<()> {
         }
     };
     write(format!("{}\r\n", HEADERS.join(",")))?;
-    let change_every = args.households.checked_div(args.changed).map_or(u32::MAX, |n| n.max(1));
+    let change_every = args
+        .households
+        .checked_div(args.changed)
+        .map_or(u32::MAX, |n| n.max(1));
     let mut members_written: u64 = 0;
     for h in 0..args.households {
         let village = h / args.per_village;
