@@ -34,8 +34,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     tokio::spawn(housekeeping(state.clone()));
     let app = http::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    http::serve_connections(listener, app, shutdown)
         .await
         .context("serving HTTP")
 }

@@ -140,6 +140,20 @@ impl TestServer {
         self.child.kill().await.expect("killing the server");
     }
 
+    /// Asks the server to stop (SIGTERM), as a deployment does; returns once it has exited.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the server did not stop within 30 s of SIGTERM")
+            .expect("waiting for the server")
+    }
+
     /// Starts the server again on the same storage; the port changes.
     pub async fn restart(&mut self) {
         let _ = self.child.kill().await;

@@ -34,7 +34,7 @@ where
 
 /// How many leading bytes are kept for sniffing the file type.
 const HEAD_LEN: usize = 64;
-const WRITE_BUFFER: usize = 256 * 1024;
+const WRITE_BUFFER: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub struct Spooled {

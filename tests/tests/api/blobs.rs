@@ -11,6 +11,7 @@ backend_tests!(
     oversized_photos_are_refused,
     only_the_uploader_and_reviewers_read_a_photo,
     uploads_need_an_uploading_role,
+    a_stopping_server_finishes_the_upload_in_flight,
 );
 
 /// Reads a photo's bytes, following the S3 store's redirect to a presigned URL.
@@ -210,4 +211,60 @@ async fn uploads_need_an_uploading_role(server: TestServer) {
         "unauthorized",
     )
     .await;
+}
+
+/// SIGTERM while a phone is mid-upload: the upload completes and is acknowledged, then the
+/// server exits cleanly.
+async fn a_stopping_server_finishes_the_upload_in_flight(mut server: TestServer) {
+    let field = server.user("field_staff", &["410327101001"]).await;
+    let photo = jpeg(900, 700, 31, 92);
+    let sha = sha256_hex(&photo);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let upload = {
+        let field = field.clone();
+        let sha = sha.clone();
+        let len = photo.len();
+        tokio::spawn(async move {
+            let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+            let response = field
+                .request(Method::PUT, &format!("/v1/blobs/{sha}"))
+                .header("content-length", len.to_string())
+                .body(body)
+                .send()
+                .await
+                .expect("the upload is answered");
+            response.status().as_u16()
+        })
+    };
+    let half = photo.len() / 2;
+    tx.send(Ok(photo[..half].to_vec())).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(async move {
+        let status = server.terminate().await;
+        (status, server)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tx.send(Ok(photo[half..].to_vec())).await.unwrap();
+    drop(tx);
+    assert_eq!(
+        upload.await.unwrap(),
+        201,
+        "the upload in flight is finished and acknowledged"
+    );
+    let (status, mut server) = stopping.await.unwrap();
+    assert!(status.success(), "a clean exit: {status}");
+    server.restart().await;
+    let head = field
+        .at(&server.base)
+        .request(Method::HEAD, &format!("/v1/blobs/{sha}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
