@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use huikan_shared::DivisionPrefix;
 use huikan_shared::division::upper_bound;
-use huikan_shared::submission::{Datum, mask_id_number};
+use huikan_shared::submission::Datum;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -27,6 +27,7 @@ use crate::error::{AppError, Result};
 use crate::http::AppState;
 use crate::http::page::{PageQuery, Paged};
 use crate::on_pool;
+use crate::privacy::{UnmaskQuery, mask_members};
 use crate::store::spool::SpoolError;
 
 pub fn router() -> Router<AppState> {
@@ -196,29 +197,15 @@ fn scope_condition(scope: &[DivisionPrefix]) -> String {
     format!("village_code IN ({})", sets.join(" UNION "))
 }
 
-#[derive(Deserialize)]
-struct HouseholdQuery {
-    #[serde(default)]
-    unmask: Option<String>,
-}
-
 /// `GET /v1/households/{id}`: the record within the caller's scope (404 outside it, so
 /// existence does not leak); 身份证号 masked for reviewers and auditors unless `unmask=true`.
 async fn household(
     State(state): State<AppState>,
     caller: Caller,
     Path(household_id): Path<String>,
-    Query(query): Query<HouseholdQuery>,
+    Query(query): Query<UnmaskQuery>,
 ) -> Result<Json<Value>> {
-    let unmask = match query.unmask.as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(AppError::invalid_query(format!(
-                "unmask must be true or false, got {other:?}"
-            )));
-        }
-    };
+    let full_id_numbers = query.sees_full_id_numbers(&caller)?;
     let row: Option<HouseholdRow> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM households WHERE household_id = $1"
@@ -236,16 +223,8 @@ async fn household(
         .ok_or_else(|| AppError::not_found("no such household in your scope"))?;
     let mut value: Value =
         serde_json::from_str(served(&row, false)?.get()).map_err(anyhow::Error::from)?;
-    let masked = matches!(caller.role, Role::Reviewer | Role::Auditor) && !unmask;
-    if masked && let Some(members) = value.get_mut("members").and_then(Value::as_array_mut) {
-        for member in members {
-            if let Some(Value::String(id)) = member.get_mut("id_number") {
-                *id = mask_id_number(id);
-            }
-            // The birth date is the part the mask hides, and a problem may quote it.
-            member["birth_date"] = Value::Null;
-            member["id_number_problem"] = Value::Null;
-        }
+    if !full_id_numbers {
+        mask_members(value.get_mut("members"));
     }
     Ok(Json(value))
 }

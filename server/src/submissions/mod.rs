@@ -10,8 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use huikan_shared::submission::mask_id_number;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -24,6 +23,7 @@ use crate::http::AppState;
 use crate::http::json::RawJson;
 use crate::http::page::{PageQuery, Paged};
 use crate::on_pool;
+use crate::privacy::{UnmaskQuery, mask_members};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -206,29 +206,15 @@ struct SubmissionView {
     findings: Vec<Value>,
 }
 
-#[derive(Deserialize)]
-struct ReadQuery {
-    #[serde(default)]
-    unmask: Option<String>,
-}
-
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
     Path(submission_id): Path<String>,
-    Query(query): Query<ReadQuery>,
+    Query(query): Query<UnmaskQuery>,
 ) -> Result<Json<SubmissionView>> {
     let not_found = || AppError::not_found("no such submission");
     let id = Uuid::parse_str(&submission_id).map_err(|_| not_found())?;
-    let unmask = match query.unmask.as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(AppError::invalid_query(format!(
-                "unmask must be true or false, got {other:?}"
-            )));
-        }
-    };
+    let full_id_numbers = query.sees_full_id_numbers(&caller)?;
     let stored: Option<StoredSubmission> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(
             "SELECT s.submission_id, s.household_id, s.campaign, s.submitted_by, u.username, s.received_at, s.seq,
@@ -253,9 +239,8 @@ async fn read(
         .await
     })?;
     let mut content: Value = serde_json::from_str(&stored.content).map_err(anyhow::Error::from)?;
-    let sees_id_numbers = matches!(caller.role, Role::FieldStaff | Role::Admin) || unmask;
-    if !sees_id_numbers {
-        mask_members(&mut content);
+    if !full_id_numbers {
+        mask_members(content.pointer_mut("/answers/members"));
     }
     Ok(Json(SubmissionView {
         submission_id: stored.submission_id,
@@ -273,19 +258,6 @@ async fn read(
         photos,
         findings: Vec::new(),
     }))
-}
-
-fn mask_members(content: &mut Value) {
-    if let Some(members) = content
-        .pointer_mut("/answers/members")
-        .and_then(Value::as_array_mut)
-    {
-        for member in members {
-            if let Some(Value::String(id)) = member.get_mut("id_number") {
-                *id = mask_id_number(id);
-            }
-        }
-    }
 }
 
 #[derive(Serialize, sqlx::FromRow)]
