@@ -22,10 +22,12 @@ CREATE TABLE households (
     version       INTEGER NOT NULL,
     removed       BOOLEAN NOT NULL DEFAULT FALSE,
     change_seq    INTEGER NOT NULL UNIQUE,   -- position in the registry change feed
+    moved_from    TEXT,                 -- the village it last moved out of: those phones get a tombstone
     import_id     BLOB NOT NULL REFERENCES registry_imports (import_id),
     updated_at    TEXT NOT NULL
 );
 CREATE INDEX households_by_village ON households (village_code, change_seq);
+CREATE INDEX households_by_former_village ON households (moved_from, change_seq);
 
 -- Every version a household had; a removed household keeps its history.
 CREATE TABLE household_versions (

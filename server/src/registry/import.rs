@@ -164,6 +164,8 @@ struct Stored {
     version: i64,
     record_sha256: String,
     removed: bool,
+    village_code: String,
+    moved_from: Option<String>,
 }
 
 /// One household version to write.
@@ -175,6 +177,8 @@ struct Change {
     version: i64,
     removed: bool,
     seq: i64,
+    /// The village the household last moved out of: its phones get a tombstone.
+    moved_from: Option<String>,
 }
 
 /// Writes household versions inside the import's transaction: the current row (upserted) and
@@ -184,7 +188,7 @@ macro_rules! write_changes {
         for chunk in $changes.chunks(400) {
             let mut q = QueryBuilder::new(
                 "INSERT INTO households (household_id, village_code, record, record_sha256, version, removed,
-                 change_seq, import_id, updated_at) ",
+                 change_seq, import_id, updated_at, moved_from) ",
             );
             q.push_values(chunk, |mut b, c| {
                 b.push_bind(&c.household_id)
@@ -195,13 +199,14 @@ macro_rules! write_changes {
                     .push_bind(c.removed)
                     .push_bind(c.seq)
                     .push_bind($import_id)
-                    .push_bind($now);
+                    .push_bind($now)
+                    .push_bind(&c.moved_from);
             });
             q.push(
                 " ON CONFLICT (household_id) DO UPDATE SET village_code = excluded.village_code,
                   record = excluded.record, record_sha256 = excluded.record_sha256, version = excluded.version,
                   removed = excluded.removed, change_seq = excluded.change_seq, import_id = excluded.import_id,
-                  updated_at = excluded.updated_at",
+                  updated_at = excluded.updated_at, moved_from = excluded.moved_from",
             );
             q.build().execute(&mut *$tx).await?;
             let mut q = QueryBuilder::new(
@@ -360,8 +365,8 @@ pub async fn import_file(
             .bind(&last)
             .fetch_all(&mut *tx)
             .await?;
-            let stored: HashMap<String, Stored> = sqlx::query_as::<_, (String, i64, String, bool)>(
-                "SELECT household_id, version, record_sha256, removed FROM households
+            let stored: HashMap<String, Stored> = sqlx::query_as::<_, (String, i64, String, bool, String, Option<String>)>(
+                "SELECT household_id, version, record_sha256, removed, village_code, moved_from FROM households
                  WHERE household_id > $1 AND household_id <= $2",
             )
             .bind(&after)
@@ -369,13 +374,15 @@ pub async fn import_file(
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
-            .map(|(id, version, record_sha256, removed)| {
+            .map(|(id, version, record_sha256, removed, village_code, moved_from)| {
                 (
                     id,
                     Stored {
                         version,
                         record_sha256,
                         removed,
+                        village_code,
+                        moved_from,
                     },
                 )
             })
@@ -406,29 +413,36 @@ pub async fn import_file(
                 };
                 contradicting.extend(rejected[refused_before..].iter().map(|r| r.row as i64));
                 let record_sha256 = hex::encode(Sha256::digest(record.as_bytes()));
-                let version = match stored.get(&members[0].household_id) {
+                let village_code = &members[0].village_code;
+                let (version, moved_from) = match stored.get(&members[0].household_id) {
                     Some(s) if s.record_sha256 == record_sha256 && !s.removed => {
                         counts.unchanged += 1;
                         continue;
                     }
                     Some(s) => {
                         counts.updated += 1;
-                        s.version + 1
+                        let moved_from = if s.village_code != *village_code {
+                            Some(s.village_code.clone())
+                        } else {
+                            s.moved_from.clone()
+                        };
+                        (s.version + 1, moved_from)
                     }
                     None => {
                         counts.added += 1;
-                        1
+                        (1, None)
                     }
                 };
                 seq += 1;
                 changes.push(Change {
                     household_id: members[0].household_id.clone(),
-                    village_code: members[0].village_code.clone(),
+                    village_code: village_code.clone(),
                     record,
                     record_sha256,
                     version,
                     removed: false,
                     seq,
+                    moved_from,
                 });
             }
             write_changes!(tx, changes, import_id, now);
@@ -448,8 +462,8 @@ pub async fn import_file(
         }
 
         // 3. Households of the imported villages that the file no longer has.
-        let gone: Vec<(String, String, String, String, i64)> = sqlx::query_as(
-            "SELECT household_id, village_code, record, record_sha256, version FROM households h
+        let gone: Vec<(String, String, String, String, i64, Option<String>)> = sqlx::query_as(
+            "SELECT household_id, village_code, record, record_sha256, version, moved_from FROM households h
              WHERE removed = FALSE
                AND village_code IN (SELECT DISTINCT village_code FROM import_rows WHERE village_code IS NOT NULL)
                AND NOT EXISTS (SELECT 1 FROM import_rows r WHERE r.household_id = h.household_id)
@@ -461,7 +475,7 @@ pub async fn import_file(
         let changes: Vec<Change> = gone
             .into_iter()
             .map(
-                |(household_id, village_code, record, record_sha256, version)| {
+                |(household_id, village_code, record, record_sha256, version, moved_from)| {
                     seq += 1;
                     Change {
                         household_id,
@@ -470,6 +484,7 @@ pub async fn import_file(
                         record_sha256,
                         version: version + 1,
                         removed: true,
+                        moved_from,
                         seq,
                     }
                 },

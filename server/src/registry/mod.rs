@@ -115,8 +115,8 @@ const COLUMNS: &str =
 
 /// A household as served: its record with `version`, `removed` and `updated_at` added; removed
 /// households in the feed are only `{"household_id","deleted":true,"version"}`.
-fn served(row: &HouseholdRow, tombstone_only: bool) -> Result<Box<RawValue>> {
-    let text = if row.removed && tombstone_only {
+fn served(row: &HouseholdRow, tombstone_only: bool, gone: bool) -> Result<Box<RawValue>> {
+    let text = if (row.removed || gone) && tombstone_only {
         serde_json::json!({"household_id": row.household_id, "deleted": true, "version": row.version}).to_string()
     } else {
         // The record is a JSON object: add the fields at its front without re-parsing it.
@@ -148,9 +148,11 @@ async fn sync(
     if caller.scope.is_empty() {
         return Ok(Json(Paged::from_rows(import::FEED, &page, Vec::new())));
     }
+    let villages = scope_villages(&caller.scope);
     let sql = format!(
-        "SELECT {COLUMNS} FROM households WHERE change_seq > $1 AND {} ORDER BY change_seq LIMIT $2",
-        scope_condition(&caller.scope)
+        "SELECT {COLUMNS} FROM households WHERE change_seq > $1
+           AND (village_code IN ({villages}) OR moved_from IN ({villages}))
+         ORDER BY change_seq LIMIT $2"
     );
     let rows: Vec<HouseholdRow> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(&sql)
@@ -159,18 +161,22 @@ async fn sync(
             .fetch_all(p)
             .await
     })?;
+    // A household that moved out of the caller's villages is, for this phone, removed.
     let items = rows
         .iter()
-        .map(|r| served(r, true).map(|v| (r.change_seq, v)))
+        .map(|r| {
+            let gone_from_here = !caller.covers(&r.village_code);
+            served(r, true, gone_from_here).map(|v| (r.change_seq, v))
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(Json(Paged::from_rows(import::FEED, &page, items)))
 }
 
-/// SQL for "`village_code` within one of these prefixes", as a list of villages: each is then
+/// SQL for the villages within these prefixes, as a list of villages: each is then
 /// one seek on the (village_code, change_seq) index, so a delta pull costs what it returns
 /// whether the scope is a village or a county. The prefixes are inlined as literals: each was
 /// validated as 2 to 12 digits when it entered the system.
-fn scope_condition(scope: &[DivisionPrefix]) -> String {
+fn scope_villages(scope: &[DivisionPrefix]) -> String {
     let terms: Vec<String> = scope
         .iter()
         .map(|p| {
@@ -194,7 +200,7 @@ fn scope_condition(scope: &[DivisionPrefix]) -> String {
             villages.join(", ")
         ));
     }
-    format!("village_code IN ({})", sets.join(" UNION "))
+    sets.join(" UNION ")
 }
 
 /// `GET /v1/households/{id}`: the record within the caller's scope (404 outside it, so
@@ -222,7 +228,7 @@ async fn household(
         .filter(visible)
         .ok_or_else(|| AppError::not_found("no such household in your scope"))?;
     let mut value: Value =
-        serde_json::from_str(served(&row, false)?.get()).map_err(anyhow::Error::from)?;
+        serde_json::from_str(served(&row, false, false)?.get()).map_err(anyhow::Error::from)?;
     if !full_id_numbers {
         mask_members(value.get_mut("members"));
     }

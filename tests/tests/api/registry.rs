@@ -9,6 +9,7 @@ backend_tests!(
     gbk_utf8_bom_and_xlsx_import_identically,
     bad_rows_are_reported_and_good_rows_land,
     bad_rows_never_remove_a_household,
+    a_household_that_moves_leaves_one_phone_and_reaches_the_other,
     a_reimport_changes_only_what_changed,
     field_staff_see_exactly_their_villages,
     a_phone_paging_during_an_import_misses_nothing,
@@ -189,6 +190,30 @@ async fn bad_rows_never_remove_a_household(server: TestServer) {
             .len(),
         3
     );
+}
+
+async fn a_household_that_moves_leaves_one_phone_and_reaches_the_other(server: TestServer) {
+    let admin = server.admin().await;
+    let mut households = village("410327101001", 3);
+    households.extend(village("410327101002", 2));
+    import(&admin, "text/csv", utf8_bom(&rows(&households))).await;
+    let old_village = server.user("field_staff", &["410327101001"]).await;
+    let new_village = server.user("field_staff", &["410327101002"]).await;
+    let (_, old_cursor) = pull(&old_village, None, 100).await;
+    let (_, new_cursor) = pull(&new_village, None, 100).await;
+
+    households[2].village_code = "410327101002".to_owned();
+    let report = import(&admin, "text/csv", utf8_bom(&rows(&households))).await;
+    assert_eq!(counts(&report), (0, 1, 4, 0));
+    let (left, _) = pull(&old_village, Some(&old_cursor), 100).await;
+    assert_eq!(
+        left,
+        [json!({"household_id": "4103271010010003", "deleted": true, "version": 2})]
+    );
+    let (arrived, _) = pull(&new_village, Some(&new_cursor), 100).await;
+    assert_eq!(arrived.len(), 1);
+    assert_eq!(arrived[0]["household_id"], "4103271010010003");
+    assert_eq!(arrived[0]["village_code"], "410327101002");
 }
 
 async fn a_reimport_changes_only_what_changed(server: TestServer) {
