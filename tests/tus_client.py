@@ -38,7 +38,8 @@ def make_uploader(args, sha256, url=None):
         args.base_url.rstrip("/") + "/v1/uploads/",
         headers={"Authorization": "Bearer " + args.token},
     )
-    options = {}
+    # Phone apps configure their tus client to retry a failed request; so does this one.
+    options = {"retries": 3, "retry_delay": 1}
     if args.chunk_size is not None:
         options["chunk_size"] = args.chunk_size
     # tuspy base64-encodes the metadata values itself. Given a url, it HEADs it for the offset.

@@ -1,6 +1,7 @@
 //! huikan (回看): the sync server for door-to-door look-back surveys. Phones push visits and
 //! photos; the server keeps the evidence and serves reviewers and auditors.
 
+pub mod audit;
 pub mod auth;
 pub mod blobs;
 pub mod campaigns;

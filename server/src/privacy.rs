@@ -15,7 +15,7 @@ pub struct UnmaskQuery {
 }
 
 impl UnmaskQuery {
-    /// Whether the caller sees full ID numbers in this answer.
+    /// Whether the caller sees full ID numbers in this answer (parsing the query only).
     pub fn sees_full_id_numbers(&self, caller: &Caller) -> Result<bool> {
         let asked = match self.unmask.as_deref() {
             None | Some("false") => false,
@@ -46,4 +46,10 @@ pub fn mask_members(members: Option<&mut Value>) {
             }
         }
     }
+}
+
+/// Records that `caller` was shown the full ID numbers of `subject` (every such read is audited).
+pub async fn record_full_read(db: &crate::db::Db, caller: &Caller, subject: String, data: Value) -> Result<()> {
+    let entry = crate::audit::Entry::new(&caller.username, "id_numbers.read", subject, data);
+    crate::audit::record(db, std::slice::from_ref(&entry)).await
 }

@@ -190,6 +190,23 @@ impl TestServer {
             .expect("running huikan")
     }
 
+    /// Runs SQL straight against the server's database, as someone with database access (or
+    /// an attacker) could; returns the error text if the database refused it.
+    pub async fn sql(&self, statement: &str) -> Result<(), String> {
+        match self.backend {
+            Backend::Embedded => {
+                let url = format!("sqlite://{}", self.setup.data_dir.join("huikan.db").display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.map_err(|e| e.to_string())?;
+                sqlx::raw_sql(statement).execute(&mut conn).await.map(drop).map_err(|e| e.to_string())
+            }
+            Backend::PostgresS3 => {
+                let url = self._database.as_ref().map(|d| d.url.clone()).unwrap_or_default();
+                let mut conn = sqlx::PgConnection::connect(&url).await.map_err(|e| e.to_string())?;
+                sqlx::raw_sql(statement).execute(&mut conn).await.map(drop).map_err(|e| e.to_string())
+            }
+        }
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         &self.setup.data_dir
     }

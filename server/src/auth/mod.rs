@@ -19,6 +19,8 @@ use uuid::Uuid;
 
 pub use caller::{Caller, Role};
 
+use crate::append_audit;
+use crate::audit::Entry;
 use crate::db::Db;
 use crate::error::{AppError, Result};
 use crate::http::AppState;
@@ -95,7 +97,15 @@ async fn issue_token(
     let token = new_token();
     let now = crate::db::now();
     let expires_at = now + Duration::hours(state.config.token_ttl_hours);
+    let entry = Entry::new(
+        &user.username,
+        "token.issued",
+        format!("user:{}", user.username),
+        serde_json::json!({"device_id": login.device_id, "expires_at": expires_at}),
+    );
+    let dialect = state.db.dialect();
     on_pool!(&state.db.write, |p| {
+        let mut tx = p.begin().await?;
         sqlx::query(
             "INSERT INTO tokens (token_hash, user_id, device_id, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5)",
@@ -105,9 +115,11 @@ async fn issue_token(
         .bind(&login.device_id)
         .bind(now)
         .bind(expires_at)
-        .execute(p)
-        .await
-        .map(drop)
+        .execute(&mut *tx)
+        .await?;
+        append_audit!(tx, dialect, std::slice::from_ref(&entry));
+        tx.commit().await?;
+        Ok::<_, AppError>(())
     })?;
     tracing::info!(user = %user.username, device = ?login.device_id, "token issued");
     Ok(Json(TokenIssued {
@@ -142,16 +154,19 @@ async fn revoke(
         serde_json::from_slice(&body).map_err(|e| AppError::invalid_body(e.to_string()))?
     };
     let now = crate::db::now();
+    let dialect = state.db.dialect();
     let Some(username) = request.username else {
+        let entry = Entry::new(&caller.username, "token.revoked", format!("user:{}", caller.username), serde_json::json!({"tokens": 1}));
         on_pool!(&state.db.write, |p| {
-            sqlx::query(
-                "UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(&caller.token_hash)
-            .execute(p)
-            .await
-            .map(drop)
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(&caller.token_hash)
+                .execute(&mut *tx)
+                .await?;
+            append_audit!(tx, dialect, std::slice::from_ref(&entry));
+            tx.commit().await?;
+            Ok::<_, AppError>(())
         })?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
@@ -166,12 +181,17 @@ async fn revoke(
     })?;
     let user_id = user_id.ok_or_else(|| AppError::not_found(format!("no user {username:?}")))?;
     let revoked = on_pool!(&state.db.write, |p| {
-        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+        let mut tx = p.begin().await?;
+        let revoked = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(user_id)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let entry = Entry::new(&caller.username, "token.revoked", format!("user:{username}"), serde_json::json!({"tokens": revoked}));
+        append_audit!(tx, dialect, std::slice::from_ref(&entry));
+        tx.commit().await?;
+        Ok::<_, AppError>(revoked)
     })?;
     tracing::info!(admin = %caller.username, user = %username, revoked, "tokens revoked");
     Ok(Json(serde_json::json!({ "revoked": revoked })).into_response())
@@ -201,7 +221,7 @@ async fn create_user(
     ApiJson(new): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<User>)> {
     caller.require(&[Role::Admin])?;
-    let user = insert_user(&state.db, new.username, new.password, new.role, new.scope)
+    let user = insert_user(&state.db, &caller.username, new.username, new.password, new.role, new.scope)
         .await?
         .ok_or_else(|| AppError::problem("username_taken", "that username is taken"))?;
     tracing::info!(admin = %caller.username, user = %user.username, role = user.role.as_str(), "user created");
@@ -211,6 +231,7 @@ async fn create_user(
 /// Creates a user; `None` if the username is taken.
 pub async fn insert_user(
     db: &Db,
+    actor: &str,
     username: String,
     password: String,
     role: Role,
@@ -238,8 +259,16 @@ pub async fn insert_user(
         created_at: crate::db::now(),
     };
     let scope_json = serde_json::to_string(&user.scope).map_err(anyhow::Error::from)?;
+    let entry = Entry::new(
+        actor,
+        "user.created",
+        format!("user:{}", user.username),
+        serde_json::json!({"id": user.id, "username": user.username, "role": user.role, "scope": user.scope}),
+    );
+    let dialect = db.dialect();
     let inserted = on_pool!(&db.write, |p| {
-        sqlx::query(
+        let mut tx = p.begin().await?;
+        let inserted = sqlx::query(
             "INSERT INTO users (id, username, password_hash, role, scope, created_at)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username) DO NOTHING",
         )
@@ -249,9 +278,14 @@ pub async fn insert_user(
         .bind(user.role.as_str())
         .bind(&scope_json)
         .bind(user.created_at)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            append_audit!(tx, dialect, std::slice::from_ref(&entry));
+        }
+        tx.commit().await?;
+        Ok::<_, AppError>(inserted)
     })?;
     Ok((inserted == 1).then_some(user))
 }
@@ -271,6 +305,7 @@ pub async fn bootstrap_admin(db: &Db, spec: &str) -> anyhow::Result<()> {
     }
     match insert_user(
         db,
+        "bootstrap",
         name.to_owned(),
         password.to_owned(),
         Role::Admin,

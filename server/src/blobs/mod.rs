@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 use huikan_shared::Sha256Hex;
 use serde::Serialize;
 
+use crate::append_audit;
+use crate::audit::Entry;
 use crate::auth::{Caller, Role};
 use crate::error::{AppError, Result};
 use crate::http::AppState;
@@ -145,6 +147,7 @@ pub async fn ingest(
         content_type: content_type.to_owned(),
         created_at: crate::db::now(),
     };
+    let dialect = state.db.dialect();
     let created = on_pool!(&state.db.write, |p| {
         let mut tx = p.begin().await?;
         let created = sqlx::query(
@@ -167,8 +170,17 @@ pub async fn ingest(
         .bind(caller.user_id)
         .execute(&mut *tx)
         .await?;
+        if created {
+            let entry = Entry::new(
+                &caller.username,
+                "photo.stored",
+                format!("blob:{}", blob.sha256),
+                serde_json::json!({"sha256": blob.sha256, "size": blob.size, "content_type": blob.content_type}),
+            );
+            append_audit!(tx, dialect, std::slice::from_ref(&entry));
+        }
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(created)
+        Ok::<_, AppError>(created)
     })?;
     if created {
         metrics::counter!("photos_stored_total").increment(1);

@@ -9,6 +9,8 @@ use chrono::{DateTime, FixedOffset, Utc};
 use huikan_shared::{CampaignId, PhotoKind};
 use serde::{Deserialize, Serialize};
 
+use crate::append_audit;
+use crate::audit::Entry;
 use crate::auth::{Caller, Role};
 use crate::error::{AppError, Result};
 use crate::http::AppState;
@@ -87,6 +89,7 @@ async fn define(
     };
     let required_json =
         serde_json::to_string(&campaign.required_photos).map_err(anyhow::Error::from)?;
+    let dialect = state.db.dialect();
     let created = on_pool!(&state.db.write, |p| {
         let mut tx = p.begin().await?;
         let existed: i64 =
@@ -110,8 +113,15 @@ async fn define(
         .bind(crate::db::now())
         .execute(&mut *tx)
         .await?;
+        let entry = Entry::new(
+            &caller.username,
+            "campaign.defined",
+            format!("campaign:{}", campaign.campaign_id),
+            serde_json::to_value(&campaign).map_err(anyhow::Error::from)?,
+        );
+        append_audit!(tx, dialect, std::slice::from_ref(&entry));
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(existed == 0)
+        Ok::<_, AppError>(existed == 0)
     })?;
     let status = if created {
         StatusCode::CREATED

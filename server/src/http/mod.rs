@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.yaml", get(openapi))
+        .merge(crate::audit::router())
         .merge(crate::auth::router())
         .merge(crate::blobs::router())
         .merge(crate::uploads::router())

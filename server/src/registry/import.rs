@@ -15,6 +15,8 @@ use uuid::Uuid;
 
 use super::file::{self, Item};
 use super::rows::MemberRow;
+use crate::append_audit;
+use crate::audit::Entry;
 use crate::db::{Db, Dialect};
 use crate::error::{AppError, Result};
 use crate::on_pool;
@@ -181,10 +183,33 @@ struct Change {
     moved_from: Option<String>,
 }
 
+impl Change {
+    /// The audit entry of a household version: ids and hashes, no personal data.
+    fn audit_entry(&self, actor: &str, import_id: Uuid) -> Entry {
+        let action = match (self.removed, self.version) {
+            (true, _) => "household.removed",
+            (false, 1) => "household.registered",
+            (false, _) => "household.updated",
+        };
+        Entry::new(
+            actor,
+            action,
+            format!("household:{}", self.household_id),
+            serde_json::json!({
+                "household_id": self.household_id,
+                "village_code": self.village_code,
+                "version": self.version,
+                "record_sha256": self.record_sha256,
+                "import_id": import_id,
+            }),
+        )
+    }
+}
+
 /// Writes household versions inside the import's transaction: the current row (upserted) and
 /// its history row. A macro because it runs in both arms of `on_pool!`.
 macro_rules! write_changes {
-    ($tx:ident, $changes:expr, $import_id:expr, $now:expr) => {
+    ($tx:ident, $dialect:expr, $actor:expr, $changes:expr, $import_id:expr, $now:expr) => {
         for chunk in $changes.chunks(400) {
             let mut q = QueryBuilder::new(
                 "INSERT INTO households (household_id, village_code, record, record_sha256, version, removed,
@@ -224,6 +249,8 @@ macro_rules! write_changes {
                     .push_bind($now);
             });
             q.build().execute(&mut *$tx).await?;
+            let entries: Vec<Entry> = chunk.iter().map(|c| c.audit_entry($actor, $import_id)).collect();
+            append_audit!($tx, $dialect, &entries);
         }
     };
 }
@@ -234,6 +261,7 @@ pub async fn import_file(
     path: PathBuf,
     datum: Datum,
     imported_by: Option<Uuid>,
+    actor: &str,
     source: &str,
 ) -> Result<ImportReport> {
     // Parse on a blocking thread; rows come over a bounded channel, so memory stays flat.
@@ -257,6 +285,7 @@ pub async fn import_file(
     let now = crate::db::now();
     let mut rejected: Vec<Rejected> = Vec::new();
     let mut counts = Counts::default();
+    let dialect = db.dialect();
     let lock_sql = match db.dialect() {
         Dialect::Sqlite => "SELECT value FROM counters WHERE name = $1",
         Dialect::Postgres => "SELECT value FROM counters WHERE name = $1 FOR UPDATE",
@@ -445,7 +474,7 @@ pub async fn import_file(
                     moved_from,
                 });
             }
-            write_changes!(tx, changes, import_id, now);
+            write_changes!(tx, dialect, actor, changes, import_id, now);
             after = last;
             // Rows refused for naming another village must not make that village "imported".
             for chunk in contradicting.chunks(500) {
@@ -490,7 +519,7 @@ pub async fn import_file(
                 },
             )
             .collect();
-        write_changes!(tx, changes, import_id, now);
+        write_changes!(tx, dialect, actor, changes, import_id, now);
 
         sqlx::query(
             "INSERT INTO registry_villages (village_code)
@@ -519,6 +548,13 @@ pub async fn import_file(
         .bind(import_id)
         .execute(&mut *tx)
         .await?;
+        let entry = Entry::new(
+            actor,
+            "registry.imported",
+            format!("import:{import_id}"),
+            serde_json::json!({"import_id": import_id, "source": source, "rows": rows_read, "households": counts, "rejected_rows": rejected.len()}),
+        );
+        append_audit!(tx, dialect, std::slice::from_ref(&entry));
         if let Some(drop_sql) = drop_temp {
             sqlx::query(drop_sql).execute(&mut *tx).await?;
         }

@@ -27,7 +27,7 @@ use crate::error::{AppError, Result};
 use crate::http::AppState;
 use crate::http::page::{PageQuery, Paged};
 use crate::on_pool;
-use crate::privacy::{UnmaskQuery, mask_members};
+use crate::privacy::{UnmaskQuery, mask_members, record_full_read};
 use crate::store::spool::SpoolError;
 
 pub fn router() -> Router<AppState> {
@@ -89,7 +89,7 @@ async fn import_upload(
                 other => crate::blobs::spool_error(other, limit),
             })?;
             let path = spooled.file.to_path_buf();
-            let report = import_file(&state.db, path, datum, Some(caller.user_id), "http").await?;
+            let report = import_file(&state.db, path, datum, Some(caller.user_id), &caller.username, "http").await?;
             drop(spooled);
             Ok((StatusCode::CREATED, Json(report)))
         }
@@ -169,6 +169,11 @@ async fn sync(
             served(r, true, gone_from_here).map(|v| (r.change_seq, v))
         })
         .collect::<Result<Vec<_>>>()?;
+    // The page carries full ID numbers: audited once per request, not once per number.
+    if !items.is_empty() {
+        let data = serde_json::json!({"households": items.len().min(page.limit as usize), "after": page.after});
+        record_full_read(&state.db, &caller, format!("registry:{}", caller.username), data).await?;
+    }
     Ok(Json(Paged::from_rows(import::FEED, &page, items)))
 }
 
@@ -229,7 +234,10 @@ async fn household(
         .ok_or_else(|| AppError::not_found("no such household in your scope"))?;
     let mut value: Value =
         serde_json::from_str(served(&row, false, false)?.get()).map_err(anyhow::Error::from)?;
-    if !full_id_numbers {
+    if full_id_numbers {
+        let data = serde_json::json!({"household_id": row.household_id, "version": row.version});
+        record_full_read(&state.db, &caller, format!("household:{}", row.household_id), data).await?;
+    } else {
         mask_members(value.get_mut("members"));
     }
     Ok(Json(value))

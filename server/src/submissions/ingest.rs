@@ -12,6 +12,8 @@ use serde_json::Value;
 use sqlx::QueryBuilder;
 use uuid::Uuid;
 
+use crate::append_audit;
+use crate::audit::Entry;
 use crate::db::{Db, Dialect};
 use crate::error::{Problem, Result};
 use crate::on_pool;
@@ -19,6 +21,8 @@ use crate::on_pool;
 /// A visit that fits the schema, with its content hash, ready to be stored.
 pub struct Incoming {
     pub submitted_by: Uuid,
+    /// The submitter's username, for the audit trail.
+    pub actor: String,
     pub submission_id: Uuid,
     pub household_id: String,
     pub campaign: String,
@@ -32,12 +36,13 @@ pub struct Incoming {
 
 impl Incoming {
     /// Validates a received JSON value against the contract and hashes its content.
-    pub fn prepare(received: &Value, submitted_by: Uuid) -> Result<Incoming, Problem> {
+    pub fn prepare(received: &Value, submitted_by: Uuid, actor: &str) -> Result<Incoming, Problem> {
         let parsed =
             Submission::from_value(received).map_err(|e| Problem::new("invalid_body", e))?;
         let (content_sha256, content) = content_sha256(received);
         Ok(Incoming {
             submitted_by,
+            actor: actor.to_owned(),
             submission_id: parsed.submission_id,
             household_id: parsed.household_id,
             campaign: parsed.campaign.as_str().to_owned(),
@@ -86,6 +91,7 @@ pub async fn ingest(db: &Db, items: &[Incoming]) -> Result<Vec<Outcome>> {
         Dialect::Postgres => "SELECT value FROM counters WHERE name = $1 FOR UPDATE",
     };
     let now = crate::db::now();
+    let dialect = db.dialect();
     on_pool!(&db.write, |p| {
         let mut tx = p.begin().await?;
         let mut last_seq: i64 = sqlx::query_scalar(lock_sql)
@@ -255,8 +261,28 @@ pub async fn ingest(db: &Db, items: &[Incoming]) -> Result<Vec<Outcome>> {
                 .bind(FEED)
                 .execute(&mut *tx)
                 .await?;
+            let entries: Vec<Entry> = new_items.iter().map(|(item, receipt)| audit_entry(item, receipt)).collect();
+            append_audit!(tx, dialect, &entries);
         }
         tx.commit().await?;
         Ok(outcomes)
     })
+}
+
+/// The audit entry of a stored visit: ids and hashes only, no personal data.
+fn audit_entry(item: &Incoming, receipt: &Receipt) -> Entry {
+    Entry::new(
+        &item.actor,
+        "submission.received",
+        format!("submission:{}", item.submission_id),
+        serde_json::json!({
+            "submission_id": item.submission_id,
+            "household_id": item.household_id,
+            "campaign": item.campaign,
+            "content_sha256": item.content_sha256,
+            "seq": receipt.seq,
+            "duplicate_of": receipt.duplicate_of,
+            "photos": item.photos.iter().map(|(sha, kind)| serde_json::json!({"sha256": sha, "kind": kind.as_str()})).collect::<Vec<_>>(),
+        }),
+    )
 }

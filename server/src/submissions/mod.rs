@@ -23,7 +23,7 @@ use crate::http::AppState;
 use crate::http::json::RawJson;
 use crate::http::page::{PageQuery, Paged};
 use crate::on_pool;
-use crate::privacy::{UnmaskQuery, mask_members};
+use crate::privacy::{UnmaskQuery, mask_members, record_full_read};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -42,7 +42,7 @@ async fn submit(
     RawJson(body): RawJson,
 ) -> Result<Response> {
     caller.require(&[Role::FieldStaff])?;
-    let item = Incoming::prepare(&body, caller.user_id)?;
+    let item = Incoming::prepare(&body, caller.user_id, &caller.username)?;
     let outcome = state.submissions.submit(item).await?;
     record(&outcome);
     Ok(match outcome {
@@ -108,7 +108,7 @@ async fn push(
     let slots: Vec<Result<usize, Problem>> = items
         .iter()
         .map(|raw| {
-            Incoming::prepare(raw, caller.user_id).map(|item| {
+            Incoming::prepare(raw, caller.user_id, &caller.username).map(|item| {
                 valid.push(item);
                 valid.len() - 1
             })
@@ -239,7 +239,10 @@ async fn read(
         .await
     })?;
     let mut content: Value = serde_json::from_str(&stored.content).map_err(anyhow::Error::from)?;
-    if !full_id_numbers {
+    if full_id_numbers {
+        let data = serde_json::json!({"submission_id": stored.submission_id, "household_id": stored.household_id});
+        record_full_read(&state.db, &caller, format!("submission:{}", stored.submission_id), data).await?;
+    } else {
         mask_members(content.pointer_mut("/answers/members"));
     }
     Ok(Json(SubmissionView {

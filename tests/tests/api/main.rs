@@ -1,5 +1,6 @@
 //! Black-box tests of the HTTP API, each run against the real binary on every backend.
 
+mod audit;
 mod auth;
 mod blobs;
 mod campaigns;
