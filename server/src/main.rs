@@ -84,9 +84,10 @@ async fn run() -> anyhow::Result<()> {
                     .await?;
             let source = format!("cli:{}", file.display());
             let started = std::time::Instant::now();
-            let report = huikan_server::registry::import_file(&db, file, datum, None, "cli", &source)
-                .await
-                .map_err(describe)?;
+            let report =
+                huikan_server::registry::import_file(&db, file, datum, None, "cli", &source)
+                    .await
+                    .map_err(describe)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             eprintln!(
                 "imported in {:.1} s, peak memory {}",

@@ -49,7 +49,12 @@ pub fn mask_members(members: Option<&mut Value>) {
 }
 
 /// Records that `caller` was shown the full ID numbers of `subject` (every such read is audited).
-pub async fn record_full_read(db: &crate::db::Db, caller: &Caller, subject: String, data: Value) -> Result<()> {
+pub async fn record_full_read(
+    db: &crate::db::Db,
+    caller: &Caller,
+    subject: String,
+    data: Value,
+) -> Result<()> {
     let entry = crate::audit::Entry::new(&caller.username, "id_numbers.read", subject, data);
     crate::audit::record(db, std::slice::from_ref(&entry)).await
 }

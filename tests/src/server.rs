@@ -195,14 +195,33 @@ impl TestServer {
     pub async fn sql(&self, statement: &str) -> Result<(), String> {
         match self.backend {
             Backend::Embedded => {
-                let url = format!("sqlite://{}", self.setup.data_dir.join("huikan.db").display());
-                let mut conn = sqlx::SqliteConnection::connect(&url).await.map_err(|e| e.to_string())?;
-                sqlx::raw_sql(statement).execute(&mut conn).await.map(drop).map_err(|e| e.to_string())
+                let url = format!(
+                    "sqlite://{}",
+                    self.setup.data_dir.join("huikan.db").display()
+                );
+                let mut conn = sqlx::SqliteConnection::connect(&url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::raw_sql(statement)
+                    .execute(&mut conn)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             }
             Backend::PostgresS3 => {
-                let url = self._database.as_ref().map(|d| d.url.clone()).unwrap_or_default();
-                let mut conn = sqlx::PgConnection::connect(&url).await.map_err(|e| e.to_string())?;
-                sqlx::raw_sql(statement).execute(&mut conn).await.map(drop).map_err(|e| e.to_string())
+                let url = self
+                    ._database
+                    .as_ref()
+                    .map(|d| d.url.clone())
+                    .unwrap_or_default();
+                let mut conn = sqlx::PgConnection::connect(&url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::raw_sql(statement)
+                    .execute(&mut conn)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             }
         }
     }

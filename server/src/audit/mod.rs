@@ -22,16 +22,52 @@ pub struct Entry {
     pub actor: String,
     pub action: &'static str,
     pub subject: String,
-    pub data: Value,
+    /// The JCS text of the data.
+    data: String,
+    /// The household the data names, for its trail.
+    household_id: Option<String>,
 }
 
 impl Entry {
     pub fn new(actor: &str, action: &'static str, subject: String, data: Value) -> Entry {
+        let household_id = data
+            .get("household_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Entry {
+            actor: actor.to_owned(),
+            action,
+            subject,
+            data: huikan_shared::content::canonical_json(&data),
+            household_id,
+        }
+    }
+
+    /// For hot paths: data serialized from a struct whose fields are declared in JCS order (by
+    /// name) and hold only strings, integers, booleans, nulls and such structs, for which
+    /// serde_json's output is the JCS text, without building a `Value` first.
+    pub fn presorted<T: Serialize>(
+        actor: &str,
+        action: &'static str,
+        subject: String,
+        household_id: Option<&str>,
+        data: &T,
+    ) -> Entry {
+        let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
+        debug_assert_eq!(
+            serde_json::from_str::<Value>(&data)
+                .map(|v| huikan_shared::content::canonical_json(&v))
+                .ok()
+                .as_deref(),
+            Some(data.as_str()),
+            "presorted audit data must already be JCS"
+        );
         Entry {
             actor: actor.to_owned(),
             action,
             subject,
             data,
+            household_id: household_id.map(str::to_owned),
         }
     }
 }
@@ -56,7 +92,15 @@ pub struct Chained {
 /// The JCS text of an entry without its hash. Built by hand from parts that are already
 /// canonical (`data` is stored as JCS text), so verifying a million entries does not re-parse
 /// them: keys in JCS order, strings escaped as serde_json does, which is what JCS requires.
-pub fn canonical(seq: i64, at: &str, actor: &str, action: &str, subject: &str, data: &str, prev_hash: &str) -> String {
+pub fn canonical(
+    seq: i64,
+    at: &str,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    data: &str,
+    prev_hash: &str,
+) -> String {
     let s = |v: &str| serde_json::to_string(v).unwrap_or_default();
     format!(
         "{{\"action\":{},\"actor\":{},\"at\":{},\"data\":{data},\"prev_hash\":{},\"seq\":{seq},\"subject\":{}}}",
@@ -83,8 +127,9 @@ pub fn chain(entries: &[Entry], seq: &mut i64, prev_hash: &mut String) -> Vec<Ch
         .iter()
         .map(|e| {
             *seq += 1;
-            let data = huikan_shared::content::canonical_json(&e.data);
-            let text = canonical(*seq, &at, &e.actor, e.action, &e.subject, &data, prev_hash);
+            let text = canonical(
+                *seq, &at, &e.actor, e.action, &e.subject, &e.data, prev_hash,
+            );
             let hash = entry_hash(prev_hash, &text);
             let chained = Chained {
                 seq: *seq,
@@ -92,8 +137,8 @@ pub fn chain(entries: &[Entry], seq: &mut i64, prev_hash: &mut String) -> Vec<Ch
                 actor: e.actor.clone(),
                 action: e.action.to_owned(),
                 subject: e.subject.clone(),
-                household_id: e.data.get("household_id").and_then(Value::as_str).map(str::to_owned),
-                data,
+                household_id: e.household_id.clone(),
+                data: e.data.clone(),
                 prev_hash: prev_hash.clone(),
                 hash: hash.clone(),
             };
@@ -181,7 +226,9 @@ pub struct Verification {
 pub async fn verify(db: &Db) -> Result<Verification> {
     const PAGE: i64 = 10_000;
     let (head_seq, head_hash): (i64, String) = on_pool!(&db.read, |p| {
-        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(p).await
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(p)
+            .await
     })?;
     let mut expected_seq = 1i64;
     let mut prev_hash = GENESIS.to_owned();
@@ -200,7 +247,12 @@ pub async fn verify(db: &Db) -> Result<Verification> {
         let done = (page.len() as i64) < PAGE;
         for entry in page {
             if let Some(broken) = check(&entry, expected_seq, &prev_hash, &window) {
-                return Ok(Verification { ok: false, entries: expected_seq - 1, head_hash, first_broken: Some(broken) });
+                return Ok(Verification {
+                    ok: false,
+                    entries: expected_seq - 1,
+                    head_hash,
+                    first_broken: Some(broken),
+                });
             }
             prev_hash = entry.hash.clone();
             expected_seq += 1;
@@ -222,29 +274,54 @@ pub async fn verify(db: &Db) -> Result<Verification> {
             first_broken: Some(Broken {
                 seq: entries + 1,
                 problem: "missing",
-                detail: format!("the chain ends at entry {entries} but its head is entry {head_seq}"),
+                detail: format!(
+                    "the chain ends at entry {entries} but its head is entry {head_seq}"
+                ),
             }),
         });
     }
-    Ok(Verification { ok: true, entries, head_hash, first_broken: None })
+    Ok(Verification {
+        ok: true,
+        entries,
+        head_hash,
+        first_broken: None,
+    })
 }
 
 /// What, if anything, is wrong with `entry` where entry `expected_seq` should be.
-fn check(entry: &Chained, expected_seq: i64, prev_hash: &str, recent: &std::collections::VecDeque<Chained>) -> Option<Broken> {
+fn check(
+    entry: &Chained,
+    expected_seq: i64,
+    prev_hash: &str,
+    recent: &std::collections::VecDeque<Chained>,
+) -> Option<Broken> {
     let hashes_as = |seq: i64| {
-        let text = canonical(seq, &entry.at, &entry.actor, &entry.action, &entry.subject, &entry.data, &entry.prev_hash);
+        let text = canonical(
+            seq,
+            &entry.at,
+            &entry.actor,
+            &entry.action,
+            &entry.subject,
+            &entry.data,
+            &entry.prev_hash,
+        );
         entry_hash(&entry.prev_hash, &text) == entry.hash
     };
     if entry.seq != expected_seq {
         return Some(Broken {
             seq: expected_seq,
             problem: "missing",
-            detail: format!("entry {expected_seq} is missing: the next one is entry {}", entry.seq),
+            detail: format!(
+                "entry {expected_seq} is missing: the next one is entry {}",
+                entry.seq
+            ),
         });
     }
     if !hashes_as(entry.seq) {
         // Content that hashes correctly under another position was moved there.
-        if let Some(other) = (entry.seq - 3..=entry.seq + 3).find(|s| *s != entry.seq && hashes_as(*s)) {
+        if let Some(other) =
+            (entry.seq - 3..=entry.seq + 3).find(|s| *s != entry.seq && hashes_as(*s))
+        {
             return Some(Broken {
                 seq: entry.seq,
                 problem: "reordered",
@@ -254,7 +331,10 @@ fn check(entry: &Chained, expected_seq: i64, prev_hash: &str, recent: &std::coll
         return Some(Broken {
             seq: entry.seq,
             problem: "changed",
-            detail: format!("entry {} does not hash to its recorded hash: it was altered", entry.seq),
+            detail: format!(
+                "entry {} does not hash to its recorded hash: it was altered",
+                entry.seq
+            ),
         });
     }
     if entry.prev_hash != prev_hash {
@@ -262,7 +342,11 @@ fn check(entry: &Chained, expected_seq: i64, prev_hash: &str, recent: &std::coll
         return Some(Broken {
             seq: entry.seq,
             problem: if moved { "reordered" } else { "changed" },
-            detail: format!("entry {} does not follow entry {}", entry.seq, entry.seq - 1),
+            detail: format!(
+                "entry {} does not follow entry {}",
+                entry.seq,
+                entry.seq - 1
+            ),
         });
     }
     None

@@ -37,17 +37,26 @@ fn served(entry: Chained) -> Result<Served> {
     Ok(Served { entry, data })
 }
 
-async fn log(State(state): State<AppState>, caller: Caller, Query(query): Query<PageQuery>) -> Result<Json<Paged<Served>>> {
+async fn log(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Paged<Served>>> {
     caller.require(AUDITORS)?;
     let page = query.parse(FEED)?;
     let rows: Vec<Chained> = on_pool!(&state.db.read, |p| {
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"))
-            .bind(page.after)
-            .bind(page.limit + 1)
-            .fetch_all(p)
-            .await
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
+        .bind(page.after)
+        .bind(page.limit + 1)
+        .fetch_all(p)
+        .await
     })?;
-    let items = rows.into_iter().map(|r| Ok((r.seq, served(r)?))).collect::<Result<Vec<_>>>()?;
+    let items = rows
+        .into_iter()
+        .map(|r| Ok((r.seq, served(r)?)))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Json(Paged::from_rows(FEED, &page, items)))
 }
 
@@ -64,14 +73,23 @@ struct Trail {
 
 /// Everything that happened to one household, in order: registry versions, visits, photos,
 /// findings and decisions as they are recorded.
-async fn trail(State(state): State<AppState>, caller: Caller, Path(household_id): Path<String>) -> Result<Json<Trail>> {
+async fn trail(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(household_id): Path<String>,
+) -> Result<Json<Trail>> {
     caller.require(AUDITORS)?;
     let rows: Vec<Chained> = on_pool!(&state.db.read, |p| {
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM audit_log WHERE household_id = $1 ORDER BY seq"))
-            .bind(&household_id)
-            .fetch_all(p)
-            .await
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE household_id = $1 ORDER BY seq"
+        ))
+        .bind(&household_id)
+        .fetch_all(p)
+        .await
     })?;
     let items = rows.into_iter().map(served).collect::<Result<Vec<_>>>()?;
-    Ok(Json(Trail { household_id, items }))
+    Ok(Json(Trail {
+        household_id,
+        items,
+    }))
 }

@@ -156,14 +156,21 @@ async fn revoke(
     let now = crate::db::now();
     let dialect = state.db.dialect();
     let Some(username) = request.username else {
-        let entry = Entry::new(&caller.username, "token.revoked", format!("user:{}", caller.username), serde_json::json!({"tokens": 1}));
+        let entry = Entry::new(
+            &caller.username,
+            "token.revoked",
+            format!("user:{}", caller.username),
+            serde_json::json!({"tokens": 1}),
+        );
         on_pool!(&state.db.write, |p| {
             let mut tx = p.begin().await?;
-            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(&caller.token_hash)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(&caller.token_hash)
+            .execute(&mut *tx)
+            .await?;
             append_audit!(tx, dialect, std::slice::from_ref(&entry));
             tx.commit().await?;
             Ok::<_, AppError>(())
@@ -182,13 +189,20 @@ async fn revoke(
     let user_id = user_id.ok_or_else(|| AppError::not_found(format!("no user {username:?}")))?;
     let revoked = on_pool!(&state.db.write, |p| {
         let mut tx = p.begin().await?;
-        let revoked = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        let entry = Entry::new(&caller.username, "token.revoked", format!("user:{username}"), serde_json::json!({"tokens": revoked}));
+        let revoked = sqlx::query(
+            "UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let entry = Entry::new(
+            &caller.username,
+            "token.revoked",
+            format!("user:{username}"),
+            serde_json::json!({"tokens": revoked}),
+        );
         append_audit!(tx, dialect, std::slice::from_ref(&entry));
         tx.commit().await?;
         Ok::<_, AppError>(revoked)
@@ -221,9 +235,16 @@ async fn create_user(
     ApiJson(new): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<User>)> {
     caller.require(&[Role::Admin])?;
-    let user = insert_user(&state.db, &caller.username, new.username, new.password, new.role, new.scope)
-        .await?
-        .ok_or_else(|| AppError::problem("username_taken", "that username is taken"))?;
+    let user = insert_user(
+        &state.db,
+        &caller.username,
+        new.username,
+        new.password,
+        new.role,
+        new.scope,
+    )
+    .await?
+    .ok_or_else(|| AppError::problem("username_taken", "that username is taken"))?;
     tracing::info!(admin = %caller.username, user = %user.username, role = user.role.as_str(), "user created");
     Ok((StatusCode::CREATED, Json(user)))
 }

@@ -191,17 +191,28 @@ impl Change {
             (false, 1) => "household.registered",
             (false, _) => "household.updated",
         };
-        Entry::new(
+        // Fields in JCS order: an import writes one entry per changed household.
+        #[derive(Serialize)]
+        struct Version<'a> {
+            household_id: &'a str,
+            import_id: Uuid,
+            record_sha256: &'a str,
+            version: i64,
+            village_code: &'a str,
+        }
+        let data = Version {
+            household_id: &self.household_id,
+            import_id,
+            record_sha256: &self.record_sha256,
+            version: self.version,
+            village_code: &self.village_code,
+        };
+        Entry::presorted(
             actor,
             action,
             format!("household:{}", self.household_id),
-            serde_json::json!({
-                "household_id": self.household_id,
-                "village_code": self.village_code,
-                "version": self.version,
-                "record_sha256": self.record_sha256,
-                "import_id": import_id,
-            }),
+            Some(&self.household_id),
+            &data,
         )
     }
 }

@@ -172,7 +172,13 @@ async fn sync(
     // The page carries full ID numbers: audited once per request, not once per number.
     if !items.is_empty() {
         let data = serde_json::json!({"households": items.len().min(page.limit as usize), "after": page.after});
-        record_full_read(&state.db, &caller, format!("registry:{}", caller.username), data).await?;
+        record_full_read(
+            &state.db,
+            &caller,
+            format!("registry:{}", caller.username),
+            data,
+        )
+        .await?;
     }
     Ok(Json(Paged::from_rows(import::FEED, &page, items)))
 }
@@ -236,7 +242,13 @@ async fn household(
         serde_json::from_str(served(&row, false, false)?.get()).map_err(anyhow::Error::from)?;
     if full_id_numbers {
         let data = serde_json::json!({"household_id": row.household_id, "version": row.version});
-        record_full_read(&state.db, &caller, format!("household:{}", row.household_id), data).await?;
+        record_full_read(
+            &state.db,
+            &caller,
+            format!("household:{}", row.household_id),
+            data,
+        )
+        .await?;
     } else {
         mask_members(value.get_mut("members"));
     }

@@ -261,7 +261,10 @@ pub async fn ingest(db: &Db, items: &[Incoming]) -> Result<Vec<Outcome>> {
                 .bind(FEED)
                 .execute(&mut *tx)
                 .await?;
-            let entries: Vec<Entry> = new_items.iter().map(|(item, receipt)| audit_entry(item, receipt)).collect();
+            let entries: Vec<Entry> = new_items
+                .iter()
+                .map(|(item, receipt)| audit_entry(item, receipt))
+                .collect();
             append_audit!(tx, dialect, &entries);
         }
         tx.commit().await?;
@@ -269,20 +272,45 @@ pub async fn ingest(db: &Db, items: &[Incoming]) -> Result<Vec<Outcome>> {
     })
 }
 
-/// The audit entry of a stored visit: ids and hashes only, no personal data.
+/// The audit entry of a stored visit: ids and hashes only, no personal data. Fields in JCS
+/// order: this runs for every visit, so its data is serialized straight to canonical text.
 fn audit_entry(item: &Incoming, receipt: &Receipt) -> Entry {
-    Entry::new(
+    #[derive(Serialize)]
+    struct Photo<'a> {
+        kind: &'static str,
+        sha256: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Received<'a> {
+        campaign: &'a str,
+        content_sha256: &'a str,
+        duplicate_of: Option<Uuid>,
+        household_id: &'a str,
+        photos: Vec<Photo<'a>>,
+        seq: i64,
+        submission_id: Uuid,
+    }
+    let data = Received {
+        campaign: &item.campaign,
+        content_sha256: &item.content_sha256,
+        duplicate_of: receipt.duplicate_of,
+        household_id: &item.household_id,
+        photos: item
+            .photos
+            .iter()
+            .map(|(sha, kind)| Photo {
+                kind: kind.as_str(),
+                sha256: sha.as_str(),
+            })
+            .collect(),
+        seq: receipt.seq,
+        submission_id: item.submission_id,
+    };
+    Entry::presorted(
         &item.actor,
         "submission.received",
         format!("submission:{}", item.submission_id),
-        serde_json::json!({
-            "submission_id": item.submission_id,
-            "household_id": item.household_id,
-            "campaign": item.campaign,
-            "content_sha256": item.content_sha256,
-            "seq": receipt.seq,
-            "duplicate_of": receipt.duplicate_of,
-            "photos": item.photos.iter().map(|(sha, kind)| serde_json::json!({"sha256": sha, "kind": kind.as_str()})).collect::<Vec<_>>(),
-        }),
+        Some(&item.household_id),
+        &data,
     )
 }

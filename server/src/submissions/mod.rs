@@ -241,7 +241,13 @@ async fn read(
     let mut content: Value = serde_json::from_str(&stored.content).map_err(anyhow::Error::from)?;
     if full_id_numbers {
         let data = serde_json::json!({"submission_id": stored.submission_id, "household_id": stored.household_id});
-        record_full_read(&state.db, &caller, format!("submission:{}", stored.submission_id), data).await?;
+        record_full_read(
+            &state.db,
+            &caller,
+            format!("submission:{}", stored.submission_id),
+            data,
+        )
+        .await?;
     } else {
         mask_members(content.pointer_mut("/answers/members"));
     }

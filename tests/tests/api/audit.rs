@@ -20,17 +20,48 @@ async fn activity(server: &TestServer) {
     let admin = server.admin().await;
     let campaign = json!({"name": "r", "starts_at": "2020-03-01T00:00:00+08:00", "ends_at": "2020-04-01T00:00:00+08:00",
                           "timezone": "Asia/Shanghai", "required_photos": []});
-    assert_eq!(admin.put_json("/v1/campaigns/2020-lookback-1", &campaign).await.status(), 201);
-    let imported = admin.post_raw("/v1/registry/imports", "text/csv", utf8_bom(&rows(&village("410327101001", 3)))).await;
+    assert_eq!(
+        admin
+            .put_json("/v1/campaigns/2020-lookback-1", &campaign)
+            .await
+            .status(),
+        201
+    );
+    let imported = admin
+        .post_raw(
+            "/v1/registry/imports",
+            "text/csv",
+            utf8_bom(&rows(&village("410327101001", 3))),
+        )
+        .await;
     assert_eq!(imported.status(), 201);
     let field = server.user("field_staff", &["410327101001"]).await;
     let photo = small_jpeg(9);
     let sha = sha256_hex(&photo);
     assert_eq!(field.put_blob(&sha, photo).await.status(), 201);
-    let visits: Vec<Value> = (1..=3).map(|i| visit(&format!("410327101001000{i}"), &[(&sha, "housing_exterior")])).collect();
-    assert_eq!(field.post_json("/v1/sync/push", &json!({"submissions": visits})).await.status(), 200);
+    let visits: Vec<Value> = (1..=3)
+        .map(|i| {
+            visit(
+                &format!("410327101001000{i}"),
+                &[(&sha, "housing_exterior")],
+            )
+        })
+        .collect();
+    assert_eq!(
+        field
+            .post_json("/v1/sync/push", &json!({"submissions": visits}))
+            .await
+            .status(),
+        200
+    );
     let reviewer = server.user("reviewer", &["410327101"]).await;
-    assert_eq!(reviewer.get("/v1/households/4103271010010001?unmask=true").await.status(), 200);
+    assert_eq!(
+        reviewer
+            .get("/v1/households/4103271010010001?unmask=true")
+            .await
+            .status(),
+        200
+    );
 }
 
 async fn verify(server: &TestServer) -> Value {
@@ -48,7 +79,12 @@ async fn every_change_is_chained_and_the_chain_verifies(server: TestServer) {
     let mut seen = Vec::new();
     let mut cursor = String::new();
     loop {
-        let page: Value = auditor.get(&format!("/v1/audit/log?limit=5&since={cursor}")).await.json().await.unwrap();
+        let page: Value = auditor
+            .get(&format!("/v1/audit/log?limit=5&since={cursor}"))
+            .await
+            .json()
+            .await
+            .unwrap();
         seen.extend(page["items"].as_array().unwrap().iter().cloned());
         cursor = page["next_cursor"].as_str().unwrap().to_owned();
         if page["has_more"] != true {
@@ -57,10 +93,19 @@ async fn every_change_is_chained_and_the_chain_verifies(server: TestServer) {
     }
     let actions: Vec<&str> = seen.iter().map(|e| e["action"].as_str().unwrap()).collect();
     for expected in [
-        "user.created", "token.issued", "campaign.defined", "household.registered", "registry.imported",
-        "photo.stored", "submission.received", "id_numbers.read",
+        "user.created",
+        "token.issued",
+        "campaign.defined",
+        "household.registered",
+        "registry.imported",
+        "photo.stored",
+        "submission.received",
+        "id_numbers.read",
     ] {
-        assert!(actions.contains(&expected), "{expected} missing from {actions:?}");
+        assert!(
+            actions.contains(&expected),
+            "{expected} missing from {actions:?}"
+        );
     }
     for (i, entry) in seen.iter().enumerate() {
         assert_eq!(entry["seq"], i as u64 + 1);
@@ -71,8 +116,14 @@ async fn every_change_is_chained_and_the_chain_verifies(server: TestServer) {
     assert!(verify(&server).await["entries"].as_u64().unwrap() >= seen.len() as u64);
     // No 身份证号 in clear anywhere in the log.
     let text = serde_json::to_string(&seen).unwrap();
-    let leaking: Vec<&Value> = seen.iter().filter(|e| e.to_string().contains("41032719800")).collect();
-    assert!(leaking.is_empty(), "the log must not hold ID numbers: {leaking:?}");
+    let leaking: Vec<&Value> = seen
+        .iter()
+        .filter(|e| e.to_string().contains("41032719800"))
+        .collect();
+    assert!(
+        leaking.is_empty(),
+        "the log must not hold ID numbers: {leaking:?}"
+    );
     let field = server.user("field_staff", &["410327101001"]).await;
     expect_problem(field.get("/v1/audit/verify").await, 403, "forbidden").await;
 }
@@ -80,15 +131,38 @@ async fn every_change_is_chained_and_the_chain_verifies(server: TestServer) {
 async fn a_household_trail_lists_its_history_in_order(server: TestServer) {
     activity(&server).await;
     let auditor = server.user("auditor", &[]).await;
-    let trail: Value = auditor.get("/v1/audit/households/4103271010010001/trail").await.json().await.unwrap();
-    let actions: Vec<&str> = trail["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["household.registered", "submission.received", "id_numbers.read"], "{trail}");
-    assert_eq!(trail["items"][1]["data"]["household_id"], "4103271010010001");
+    let trail: Value = auditor
+        .get("/v1/audit/households/4103271010010001/trail")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = trail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "household.registered",
+            "submission.received",
+            "id_numbers.read"
+        ],
+        "{trail}"
+    );
+    assert_eq!(
+        trail["items"][1]["data"]["household_id"],
+        "4103271010010001"
+    );
 }
 
 async fn the_log_refuses_update_and_delete(server: TestServer) {
     activity(&server).await;
-    let update = server.sql("UPDATE audit_log SET actor = 'someone' WHERE seq = 1").await;
+    let update = server
+        .sql("UPDATE audit_log SET actor = 'someone' WHERE seq = 1")
+        .await;
     assert!(update.unwrap_err().contains("append-only"));
     let delete = server.sql("DELETE FROM audit_log WHERE seq = 1").await;
     assert!(delete.unwrap_err().contains("append-only"));
@@ -113,17 +187,31 @@ async fn broken(server: &TestServer) -> Value {
 async fn a_changed_entry_is_named(server: TestServer) {
     activity(&server).await;
     without_guard(&server).await;
-    server.sql("UPDATE audit_log SET data = '{\"tampered\":true}' WHERE seq = 5").await.unwrap();
+    server
+        .sql("UPDATE audit_log SET data = '{\"tampered\":true}' WHERE seq = 5")
+        .await
+        .unwrap();
     let first = broken(&server).await;
-    assert_eq!((first["seq"].as_u64(), first["problem"].as_str()), (Some(5), Some("changed")), "{first}");
+    assert_eq!(
+        (first["seq"].as_u64(), first["problem"].as_str()),
+        (Some(5), Some("changed")),
+        "{first}"
+    );
 }
 
 async fn a_deleted_entry_is_named(server: TestServer) {
     activity(&server).await;
     without_guard(&server).await;
-    server.sql("DELETE FROM audit_log WHERE seq = 7").await.unwrap();
+    server
+        .sql("DELETE FROM audit_log WHERE seq = 7")
+        .await
+        .unwrap();
     let first = broken(&server).await;
-    assert_eq!((first["seq"].as_u64(), first["problem"].as_str()), (Some(7), Some("missing")), "{first}");
+    assert_eq!(
+        (first["seq"].as_u64(), first["problem"].as_str()),
+        (Some(7), Some("missing")),
+        "{first}"
+    );
 }
 
 async fn swapped_entries_are_named(server: TestServer) {
@@ -134,5 +222,9 @@ async fn swapped_entries_are_named(server: TestServer) {
         .await
         .unwrap();
     let first = broken(&server).await;
-    assert_eq!((first["seq"].as_u64(), first["problem"].as_str()), (Some(3), Some("reordered")), "{first}");
+    assert_eq!(
+        (first["seq"].as_u64(), first["problem"].as_str()),
+        (Some(3), Some("reordered")),
+        "{first}"
+    );
 }
