@@ -115,7 +115,6 @@ async fn every_change_is_chained_and_the_chain_verifies(server: TestServer) {
     }
     assert!(verify(&server).await["entries"].as_u64().unwrap() >= seen.len() as u64);
     // No 身份证号 in clear anywhere in the log.
-    let text = serde_json::to_string(&seen).unwrap();
     let leaking: Vec<&Value> = seen
         .iter()
         .filter(|e| e.to_string().contains("41032719800"))
