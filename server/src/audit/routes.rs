@@ -1,6 +1,6 @@
 //! The auditor's endpoints: the log, its verification, and one household's trail.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -10,7 +10,7 @@ use super::{Chained, Verification, verify};
 use crate::auth::{Caller, Role};
 use crate::error::Result;
 use crate::http::AppState;
-use crate::http::page::{PageQuery, Paged};
+use crate::http::page::{ApiQuery, PageQuery, Paged};
 use crate::on_pool;
 
 pub fn router() -> Router<AppState> {
@@ -40,7 +40,7 @@ fn served(entry: Chained) -> Result<Served> {
 async fn log(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<PageQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Paged<Served>>> {
     caller.require(AUDITORS)?;
     let page = query.parse(FEED)?;

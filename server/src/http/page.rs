@@ -108,3 +108,23 @@ mod tests {
         assert!(q(Some("garbage!"), None).parse("f").is_err());
     }
 }
+
+/// A query-string extractor whose rejection is our problem+json (400 `invalid_query`), not
+/// axum's plain text: a repeated or malformed parameter gets a clear error like any other.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for ApiQuery<T>
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, AppError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| ApiQuery(value))
+            .map_err(|rejection| AppError::invalid_query(rejection.body_text()))
+    }
+}

@@ -4,7 +4,7 @@
 mod group_commit;
 mod ingest;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,7 +21,7 @@ use crate::auth::{Caller, Role};
 use crate::error::{AppError, Problem, Result, problem_response};
 use crate::http::AppState;
 use crate::http::json::RawJson;
-use crate::http::page::{PageQuery, Paged};
+use crate::http::page::{ApiQuery, PageQuery, Paged};
 use crate::on_pool;
 use crate::privacy::{UnmaskQuery, mask_members, record_full_read};
 
@@ -210,7 +210,7 @@ async fn read(
     State(state): State<AppState>,
     caller: Caller,
     Path(submission_id): Path<String>,
-    Query(query): Query<UnmaskQuery>,
+    ApiQuery(query): ApiQuery<UnmaskQuery>,
 ) -> Result<Json<SubmissionView>> {
     let not_found = || AppError::not_found("no such submission");
     let id = Uuid::parse_str(&submission_id).map_err(|_| not_found())?;
@@ -286,7 +286,7 @@ const FEED: &str = "submissions";
 async fn feed(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<PageQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Paged<FeedItem>>> {
     caller.require(&[Role::FieldStaff])?;
     let page = query.parse(FEED)?;

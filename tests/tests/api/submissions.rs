@@ -437,7 +437,13 @@ async fn the_sync_feed_pages_by_cursor(server: TestServer) {
         .unwrap();
     assert_eq!(tail["items"], json!([]));
 
-    for bad in ["limit=0", "limit=-3", "limit=ten", "since=not-a-cursor"] {
+    for bad in [
+        "limit=0",
+        "limit=-3",
+        "limit=ten",
+        "since=not-a-cursor",
+        "limit=1&limit=2",
+    ] {
         expect_problem(
             field.get(&format!("/v1/sync/submissions?{bad}")).await,
             400,
