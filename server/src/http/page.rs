@@ -80,6 +80,26 @@ impl<T> Paged<T> {
     }
 }
 
+/// A query-string extractor whose rejection is our problem+json (400 `invalid_query`), not
+/// axum's plain text: a repeated or malformed parameter gets a clear error like any other.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for ApiQuery<T>
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, AppError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| ApiQuery(value))
+            .map_err(|rejection| AppError::invalid_query(rejection.body_text()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,25 +126,5 @@ mod tests {
         assert_eq!(q(Some(&c), None).parse("f").unwrap().after, 42);
         assert!(q(Some(&c), None).parse("g").is_err());
         assert!(q(Some("garbage!"), None).parse("f").is_err());
-    }
-}
-
-/// A query-string extractor whose rejection is our problem+json (400 `invalid_query`), not
-/// axum's plain text: a repeated or malformed parameter gets a clear error like any other.
-pub struct ApiQuery<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
-    for ApiQuery<T>
-{
-    type Rejection = AppError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, AppError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(value)| ApiQuery(value))
-            .map_err(|rejection| AppError::invalid_query(rejection.body_text()))
     }
 }
