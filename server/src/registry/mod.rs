@@ -151,11 +151,13 @@ async fn sync(
     // Two index-friendly halves rather than one OR, which planners may answer with a scan:
     // households now in the villages, and those that moved out of them.
     let villages = scope_villages(&caller.scope);
+    // Each half is limited on its own too, so a page never sorts more than it returns.
     let sql = format!(
-        "SELECT {COLUMNS} FROM households WHERE change_seq > $1 AND village_code IN ({villages})
+        "SELECT * FROM (SELECT {COLUMNS} FROM households WHERE change_seq > $1 AND village_code IN ({villages})
+                        ORDER BY change_seq LIMIT $2) AS current
          UNION ALL
-         SELECT {COLUMNS} FROM households WHERE change_seq > $1 AND moved_from IN ({villages})
-           AND village_code NOT IN ({villages})
+         SELECT * FROM (SELECT {COLUMNS} FROM households WHERE change_seq > $1 AND moved_from IN ({villages})
+                          AND village_code NOT IN ({villages}) ORDER BY change_seq LIMIT $2) AS former
          ORDER BY change_seq LIMIT $2"
     );
     let rows: Vec<HouseholdRow> = on_pool!(&state.db.read, |p| {
