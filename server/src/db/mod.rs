@@ -142,14 +142,6 @@ impl Db {
     }
 }
 
-/// `$1, $2, …, $n` starting after `offset` binds, for `IN (…)` lists.
-pub fn placeholders(offset: usize, n: usize) -> String {
-    (offset + 1..=offset + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The current time at the precision both databases keep (microseconds), so a time answered
 /// before a write equals the one read back after it.
 pub fn now() -> chrono::DateTime<chrono::Utc> {
