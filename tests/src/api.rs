@@ -70,6 +70,10 @@ impl Api {
         self.request(Method::GET, path).send().await.expect("GET")
     }
 
+    pub async fn head(&self, path: &str) -> Response {
+        self.request(Method::HEAD, path).send().await.expect("HEAD")
+    }
+
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
         self.request(Method::POST, path)
             .json(body)

@@ -142,6 +142,16 @@ impl Db {
     }
 }
 
+/// Reads a feed counter and, on PostgreSQL, locks its row until the transaction ends, so that
+/// feed positions are handed out in commit order. SQLite's single writer connection already
+/// excludes every other writer.
+pub fn lock_counter_sql(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "SELECT value FROM counters WHERE name = $1",
+        Dialect::Postgres => "SELECT value FROM counters WHERE name = $1 FOR UPDATE",
+    }
+}
+
 /// The current time at the precision both databases keep (microseconds), so a time answered
 /// before a write equals the one read back after it.
 pub fn now() -> chrono::DateTime<chrono::Utc> {

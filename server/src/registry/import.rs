@@ -297,10 +297,7 @@ pub async fn import_file(
     let mut rejected: Vec<Rejected> = Vec::new();
     let mut counts = Counts::default();
     let dialect = db.dialect();
-    let lock_sql = match db.dialect() {
-        Dialect::Sqlite => "SELECT value FROM counters WHERE name = $1",
-        Dialect::Postgres => "SELECT value FROM counters WHERE name = $1 FOR UPDATE",
-    };
+    let lock_sql = crate::db::lock_counter_sql(db.dialect());
     let temp_table = match db.dialect() {
         Dialect::Sqlite => {
             "CREATE TEMP TABLE import_rows (household_id TEXT NOT NULL, row_no BIGINT NOT NULL, village_code TEXT, member TEXT)"

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::append_audit;
 use crate::audit::Entry;
-use crate::db::{Db, Dialect};
+use crate::db::Db;
 use crate::error::{Problem, Result};
 use crate::on_pool;
 
@@ -85,11 +85,7 @@ pub async fn ingest(db: &Db, items: &[Incoming]) -> Result<Vec<Outcome>> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
-    let lock_sql = match db.dialect() {
-        // SQLite has one writer connection: its transaction already excludes every other writer.
-        Dialect::Sqlite => "SELECT value FROM counters WHERE name = $1",
-        Dialect::Postgres => "SELECT value FROM counters WHERE name = $1 FOR UPDATE",
-    };
+    let lock_sql = crate::db::lock_counter_sql(db.dialect());
     let now = crate::db::now();
     let dialect = db.dialect();
     on_pool!(&db.write, |p| {

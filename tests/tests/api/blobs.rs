@@ -33,11 +33,7 @@ async fn a_photo_is_stored_once_and_read_back(server: TestServer) {
     let field = server.user("field_staff", &["410327101001"]).await;
     let photo = jpeg(800, 600, 1, 90);
     let sha = sha256_hex(&photo);
-    let head = field
-        .request(Method::HEAD, &format!("/v1/blobs/{sha}"))
-        .send()
-        .await
-        .unwrap();
+    let head = field.head(&format!("/v1/blobs/{sha}")).await;
     assert_eq!(head.status(), 404);
 
     let created = field.put_blob(&sha, photo.clone()).await;
@@ -48,11 +44,7 @@ async fn a_photo_is_stored_once_and_read_back(server: TestServer) {
     assert_eq!(blob["content_type"], "image/jpeg");
     assert_eq!(field.put_blob(&sha, photo.clone()).await.status(), 200);
 
-    let head = field
-        .request(Method::HEAD, &format!("/v1/blobs/{sha}"))
-        .send()
-        .await
-        .unwrap();
+    let head = field.head(&format!("/v1/blobs/{sha}")).await;
     assert_eq!(head.status(), 200);
     assert_eq!(
         head.headers()["content-length"],
@@ -90,11 +82,7 @@ async fn wrong_and_truncated_bodies_keep_nothing(server: TestServer) {
         "{body}"
     );
 
-    let head = field
-        .request(Method::HEAD, &format!("/v1/blobs/{sha}"))
-        .send()
-        .await
-        .unwrap();
+    let head = field.head(&format!("/v1/blobs/{sha}")).await;
     assert_eq!(head.status(), 404, "nothing may be kept of a bad upload");
     assert_eq!(field.put_blob(&sha, photo).await.status(), 201);
 }
@@ -109,11 +97,7 @@ async fn non_images_and_bad_names_are_refused(server: TestServer) {
         "unsupported_media_type",
     )
     .await;
-    let head = field
-        .request(Method::HEAD, &format!("/v1/blobs/{sha}"))
-        .send()
-        .await
-        .unwrap();
+    let head = field.head(&format!("/v1/blobs/{sha}")).await;
     assert_eq!(head.status(), 404);
 
     let upper = sha256_hex(b"x").to_uppercase();
@@ -168,11 +152,7 @@ async fn oversized_photos_are_refused(mut server: TestServer) {
         .await
         .unwrap();
     expect_problem(streamed, 413, "payload_too_large").await;
-    let head = field
-        .request(Method::HEAD, &format!("/v1/blobs/{sha}"))
-        .send()
-        .await
-        .unwrap();
+    let head = field.head(&format!("/v1/blobs/{sha}")).await;
     assert_eq!(head.status(), 404);
 }
 

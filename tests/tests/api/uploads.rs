@@ -44,18 +44,22 @@ async fn patch(api: &Api, location: &str, offset: usize, chunk: &[u8]) -> Respon
 }
 
 async fn offset_of(api: &Api, location: &str) -> usize {
-    let head = api
-        .request(Method::HEAD, location)
-        .header("tus-resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
+    let head = tus_request(api, Method::HEAD, location).await;
     assert_eq!(head.status(), 200);
     assert_eq!(head.headers()["cache-control"], "no-store");
     head.headers()["upload-offset"]
         .to_str()
         .unwrap()
         .parse()
+        .unwrap()
+}
+
+/// A bodiless tus request (HEAD, DELETE) with the protocol header.
+async fn tus_request(api: &Api, method: Method, url: &str) -> Response {
+    api.request(method, url)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
         .unwrap()
 }
 
@@ -124,11 +128,7 @@ async fn an_upload_interrupted_mid_chunk_resumes_and_commits(server: TestServer)
         photo.len().to_string().as_str()
     );
     assert_eq!(done.headers()["huikan-blob-sha256"], sha.as_str());
-    let blob = field
-        .request(Method::HEAD, &format!("/v1/blobs/{sha}"))
-        .send()
-        .await
-        .unwrap();
+    let blob = field.head(&format!("/v1/blobs/{sha}")).await;
     assert_eq!(blob.status(), 200);
     assert_eq!(
         offset_of(&field, &url).await,
@@ -192,12 +192,7 @@ async fn tus_misuse_gets_clear_errors(server: TestServer) {
     assert_eq!(offset_of(&field, &url).await, 0);
 
     let stranger = server.user("field_staff", &["410327101002"]).await;
-    let theirs = stranger
-        .request(Method::HEAD, &url)
-        .header("tus-resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
+    let theirs = tus_request(&stranger, Method::HEAD, &url).await;
     assert_eq!(theirs.status(), 404, "an upload is its owner's");
     let reviewer = server.user("reviewer", &["410327101"]).await;
     expect_problem(create(&reviewer, &sha, photo.len()).await, 403, "forbidden").await;
@@ -211,18 +206,9 @@ async fn a_wrong_hash_ends_the_upload(server: TestServer) {
     let response = patch(&field, &url, 0, &photo).await;
     assert_eq!(response.headers()["tus-resumable"], "1.0.0");
     expect_problem(response, 400, "hash_mismatch").await;
-    let gone = field
-        .request(Method::HEAD, &url)
-        .header("tus-resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
+    let gone = tus_request(&field, Method::HEAD, &url).await;
     assert_eq!(gone.status(), 404);
-    let blob = field
-        .request(Method::HEAD, &format!("/v1/blobs/{claimed}"))
-        .send()
-        .await
-        .unwrap();
+    let blob = field.head(&format!("/v1/blobs/{claimed}")).await;
     assert_eq!(blob.status(), 404);
 }
 
@@ -231,19 +217,9 @@ async fn a_terminated_upload_is_gone(server: TestServer) {
     let photo = jpeg(300, 200, 14, 90);
     let url = location(&create(&field, &sha256_hex(&photo), photo.len()).await);
     assert_eq!(patch(&field, &url, 0, &photo[..100]).await.status(), 204);
-    let deleted = field
-        .request(Method::DELETE, &url)
-        .header("tus-resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
+    let deleted = tus_request(&field, Method::DELETE, &url).await;
     assert_eq!(deleted.status(), 204);
-    let gone = field
-        .request(Method::HEAD, &url)
-        .header("tus-resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
+    let gone = tus_request(&field, Method::HEAD, &url).await;
     assert_eq!(gone.status(), 404);
 }
 
@@ -283,11 +259,7 @@ async fn an_existing_tus_client_uploads_and_resumes(server: TestServer) {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let head = field
-            .request(Method::HEAD, &format!("/v1/blobs/{sha}"))
-            .send()
-            .await
-            .unwrap();
+        let head = field.head(&format!("/v1/blobs/{sha}")).await;
         assert_eq!(
             head.status(),
             200,
