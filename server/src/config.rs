@@ -47,9 +47,27 @@ pub struct Config {
     #[arg(long, env = "HUIKAN_UPLOAD_EXPIRY_HOURS", default_value_t = 72)]
     pub upload_expiry_hours: i64,
 
+    /// The ed25519 key that signs audit checkpoints and exports (64 hex digits in a file, created
+    /// on first start if absent); unset: `audit-signing.key` in the data dir. Server processes
+    /// sharing one database should share one key.
+    #[arg(long, env = "HUIKAN_AUDIT_KEY")]
+    pub audit_key: Option<PathBuf>,
+
+    /// Seconds between signed checkpoints of the audit chain's head (taken only when it moved).
+    #[arg(long, env = "HUIKAN_CHECKPOINT_SECS", default_value_t = 300)]
+    pub checkpoint_secs: u64,
+
     /// How long a presigned photo URL handed out for S3 stays valid, in seconds.
     #[arg(long, env = "HUIKAN_PRESIGN_TTL_SECS", default_value_t = 300)]
     pub presign_ttl_secs: u64,
+}
+
+impl Config {
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.audit_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit-signing.key"))
+    }
 }
 
 #[derive(Args, Clone, Debug, Default)]

@@ -35,6 +35,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     tokio::spawn(housekeeping(state.clone()));
+    tokio::spawn(audit::checkpoints::every(
+        state.db.clone(),
+        state.signer.clone(),
+        std::time::Duration::from_secs(state.config.checkpoint_secs.max(1)),
+    ));
     let app = http::router(state);
     http::serve_connections(listener, app, shutdown)
         .await
@@ -73,6 +78,8 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     };
     let spool =
         SpoolDir::new(config.data_dir.join("tmp")).context("creating the temporary directory")?;
+    let signer = audit::signing::Signer::load_or_create(&config.audit_key_path())?;
+    tracing::info!(public_key = signer.public_key(), "audit signing key");
     if let Some(spec) = &config.bootstrap_admin {
         auth::bootstrap_admin(&db, spec).await?;
     }
@@ -82,6 +89,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         db,
         store,
         spool,
+        signer: Arc::new(signer),
         metrics: http::metrics_handle(),
     })
 }

@@ -1,4 +1,5 @@
-//! The `huikan` command: `serve` runs the server.
+//! The `huikan` command: `serve` runs the server; `registry import` and `verify-bundle` work
+//! offline.
 
 use clap::{Parser, Subcommand};
 use huikan_server::config::Config;
@@ -28,6 +29,14 @@ enum Command {
     /// The household registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// Check an audit export offline: signature, manifest, every file, the chain segment.
+    /// Exits 1 naming every mismatch.
+    VerifyBundle {
+        file: std::path::PathBuf,
+        /// The server's audit public key (hex) as you know it; the bundle must be signed by it.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,6 +81,23 @@ async fn run() -> anyhow::Result<()> {
             println!("huikan listening on http://{addr}");
             tracing::info!(%addr, "listening");
             huikan_server::serve(state, listener, shutdown_signal()).await
+        }
+        Command::VerifyBundle { file, public_key } => {
+            let report = huikan_server::audit::bundle::verify_bundle(&file, public_key.as_deref());
+            println!("bundle {}", file.display());
+            for line in &report.checked {
+                println!("  checked: {line}");
+            }
+            for problem in &report.problems {
+                println!("  MISMATCH: {problem}");
+            }
+            if report.ok() {
+                println!("OK: the bundle is intact and signed");
+                Ok(())
+            } else {
+                println!("FAILED: {} mismatches", report.problems.len());
+                std::process::exit(1);
+            }
         }
         Command::Registry(RegistryCommand::Import {
             file,

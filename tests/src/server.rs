@@ -39,7 +39,8 @@ pub struct TestServer {
     _database: Option<PgDatabase>,
 }
 
-fn binary() -> PathBuf {
+/// The `huikan` binary under test.
+pub fn binary() -> PathBuf {
     if let Ok(bin) = std::env::var("HUIKAN_BIN") {
         return bin.into();
     }
@@ -75,10 +76,14 @@ pub fn pg_admin_url() -> String {
 impl TestServer {
     pub async fn start(backend: Backend) -> Option<TestServer> {
         let data = tempfile::tempdir().expect("temporary data directory");
-        let mut env = vec![(
-            "HUIKAN_BOOTSTRAP_ADMIN".to_owned(),
-            format!("{}:{}", ADMIN.0, ADMIN.1),
-        )];
+        let mut env = vec![
+            (
+                "HUIKAN_BOOTSTRAP_ADMIN".to_owned(),
+                format!("{}:{}", ADMIN.0, ADMIN.1),
+            ),
+            // Checkpoints every second, so tests see them without waiting minutes.
+            ("HUIKAN_CHECKPOINT_SECS".to_owned(), "1".to_owned()),
+        ];
         let mut database = None;
         if backend == Backend::PostgresS3 {
             let Some(endpoint) = std::env::var("HUIKAN_TEST_S3_ENDPOINT").ok() else {

@@ -2,7 +2,11 @@
 //! transaction as the change (see [`append_audit!`]), with the chain's verification, the log
 //! feed and a household's trail for auditors.
 
+pub mod bundle;
+pub mod checkpoints;
+mod export;
 mod routes;
+pub mod signing;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -220,19 +224,30 @@ pub struct Verification {
     pub head_hash: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_broken: Option<Broken>,
+    /// Signed checkpoints the chain was found to match.
+    pub checkpoints: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<signing::Signed>,
 }
 
-/// Walks the whole chain in order and reports the first entry that breaks it.
+/// Walks the whole chain in order and reports the first entry that breaks it, or that differs
+/// from what a signed checkpoint says it was.
 pub async fn verify(db: &Db) -> Result<Verification> {
     const PAGE: i64 = 10_000;
-    let (head_seq, head_hash): (i64, String) = on_pool!(&db.read, |p| {
-        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(p)
-            .await
-    })?;
+    let (head_seq, head_hash) = checkpoints::head(db).await?;
+    let signed = checkpoints::list(db, 0, i64::MAX).await?;
+    let mut pending = signed.iter().peekable();
     let mut expected_seq = 1i64;
     let mut prev_hash = GENESIS.to_owned();
     let mut window: std::collections::VecDeque<Chained> = std::collections::VecDeque::new();
+    let broken = |entries: i64, broken: Broken| Verification {
+        ok: false,
+        entries,
+        head_hash: head_hash.clone(),
+        first_broken: Some(broken),
+        checkpoints: 0,
+        last_checkpoint: None,
+    };
     loop {
         let page: Vec<Chained> = on_pool!(&db.read, |p| {
             sqlx::query_as(
@@ -246,13 +261,13 @@ pub async fn verify(db: &Db) -> Result<Verification> {
         })?;
         let done = (page.len() as i64) < PAGE;
         for entry in page {
-            if let Some(broken) = check(&entry, expected_seq, &prev_hash, &window) {
-                return Ok(Verification {
-                    ok: false,
-                    entries: expected_seq - 1,
-                    head_hash,
-                    first_broken: Some(broken),
-                });
+            if let Some(problem) = check(&entry, expected_seq, &prev_hash, &window) {
+                return Ok(broken(expected_seq - 1, problem));
+            }
+            while let Some(checkpoint) = pending.next_if(|c| c.statement.seq <= entry.seq) {
+                if let Some(problem) = check_checkpoint(checkpoint, &entry) {
+                    return Ok(broken(expected_seq - 1, problem));
+                }
             }
             prev_hash = entry.hash.clone();
             expected_seq += 1;
@@ -267,24 +282,54 @@ pub async fn verify(db: &Db) -> Result<Verification> {
     }
     let entries = expected_seq - 1;
     if entries < head_seq || prev_hash != head_hash {
-        return Ok(Verification {
-            ok: false,
-            entries,
-            head_hash,
-            first_broken: Some(Broken {
-                seq: entries + 1,
-                problem: "missing",
-                detail: format!(
-                    "the chain ends at entry {entries} but its head is entry {head_seq}"
-                ),
-            }),
-        });
+        let problem = Broken {
+            seq: entries + 1,
+            problem: "missing",
+            detail: format!("the chain ends at entry {entries} but its head is entry {head_seq}"),
+        };
+        return Ok(broken(entries, problem));
+    }
+    if let Some(checkpoint) = pending.next() {
+        let problem = Broken {
+            seq: entries + 1,
+            problem: "missing",
+            detail: format!(
+                "the chain ends at entry {entries} but a checkpoint signed at {} covers entry {}",
+                checkpoint.statement.at, checkpoint.statement.seq
+            ),
+        };
+        return Ok(broken(entries, problem));
     }
     Ok(Verification {
         ok: true,
         entries,
         head_hash,
         first_broken: None,
+        checkpoints: signed.len(),
+        last_checkpoint: signed.last().cloned(),
+    })
+}
+
+/// Whether the checkpoint is genuine and `entry` (the one it names) is what it signed.
+fn check_checkpoint(checkpoint: &signing::Signed, entry: &Chained) -> Option<Broken> {
+    let s = &checkpoint.statement;
+    if let Err(why) = checkpoint.verify() {
+        return Some(Broken {
+            seq: s.seq,
+            problem: "changed",
+            detail: format!(
+                "the checkpoint of entry {} taken at {} is not genuine: {why}",
+                s.seq, s.at
+            ),
+        });
+    }
+    (s.seq != entry.seq || s.head_hash != entry.hash).then(|| Broken {
+        seq: s.seq,
+        problem: "changed",
+        detail: format!(
+            "entry {} is not the one signed at {}: the chain was rewritten from there or before",
+            s.seq, s.at
+        ),
     })
 }
 

@@ -1,7 +1,7 @@
 //! The auditor's endpoints: the log, its verification, and one household's trail.
 
 use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -18,21 +18,23 @@ pub fn router() -> Router<AppState> {
         .route("/v1/audit/log", get(log))
         .route("/v1/audit/verify", get(verify_chain))
         .route("/v1/audit/households/{household_id}/trail", get(trail))
+        .route("/v1/audit/checkpoints", get(checkpoints))
+        .route("/v1/audit/exports", post(super::export::export))
 }
 
-const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
+pub(super) const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
 const FEED: &str = "audit";
 const COLUMNS: &str = "seq, at, actor, action, subject, household_id, data, prev_hash, hash";
 
 /// An entry as served: its data as JSON.
 #[derive(Serialize)]
-struct Served {
+pub(super) struct Served {
     #[serde(flatten)]
     entry: Chained,
     data: Box<RawValue>,
 }
 
-fn served(entry: Chained) -> Result<Served> {
+pub(super) fn served(entry: Chained) -> Result<Served> {
     let data = RawValue::from_string(entry.data.clone()).map_err(anyhow::Error::from)?;
     Ok(Served { entry, data })
 }
@@ -64,6 +66,21 @@ async fn verify_chain(State(state): State<AppState>, caller: Caller) -> Result<J
     caller.require(AUDITORS)?;
     Ok(Json(verify(&state.db).await?))
 }
+
+/// The signed checkpoints of the chain head, oldest first; each names the key that signed it.
+async fn checkpoints(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Paged<super::signing::Signed>>> {
+    caller.require(AUDITORS)?;
+    let page = query.parse(CHECKPOINT_FEED)?;
+    let items = super::checkpoints::list(&state.db, page.after, page.limit + 1).await?;
+    let items = items.into_iter().map(|c| (c.statement.seq, c)).collect();
+    Ok(Json(Paged::from_rows(CHECKPOINT_FEED, &page, items)))
+}
+
+const CHECKPOINT_FEED: &str = "checkpoints";
 
 #[derive(Serialize)]
 struct Trail {

@@ -30,6 +30,7 @@ pub struct AppState {
     pub store: Arc<dyn BlobStore>,
     pub spool: SpoolDir,
     pub submissions: crate::submissions::GroupCommit,
+    pub signer: Arc<crate::audit::signing::Signer>,
     pub metrics: PrometheusHandle,
 }
 

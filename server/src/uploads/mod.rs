@@ -17,6 +17,8 @@ use futures::{StreamExt, TryStreamExt};
 use huikan_shared::Sha256Hex;
 use uuid::Uuid;
 
+use crate::append_audit;
+use crate::audit::Entry;
 use crate::auth::Caller;
 use crate::blobs::{self, Ingested, UPLOADERS};
 use crate::error::{AppError, Result};
@@ -44,6 +46,18 @@ struct Upload {
     received: i64,
     sha256: String,
     completed_at: Option<DateTime<Utc>>,
+}
+
+impl Upload {
+    /// The audit entry of what became of this upload.
+    fn entry(&self, actor: &str, action: &'static str) -> Entry {
+        Entry::new(
+            actor,
+            action,
+            format!("upload:{}", self.id),
+            serde_json::json!({"upload_id": self.id, "sha256": self.sha256, "length": self.length, "received": self.received}),
+        )
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -161,16 +175,26 @@ async fn create_inner(state: AppState, caller: Caller, headers: HeaderMap) -> Re
         ));
     }
     let id = Uuid::now_v7();
+    let entry = Entry::new(
+        &caller.username,
+        "upload.created",
+        format!("upload:{id}"),
+        serde_json::json!({"upload_id": id, "length": length, "sha256": sha.as_str()}),
+    );
+    let dialect = state.db.dialect();
     on_pool!(&state.db.write, |p| {
+        let mut tx = p.begin().await?;
         sqlx::query("INSERT INTO uploads (id, owner, length, sha256, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(id)
             .bind(caller.user_id)
             .bind(length as i64)
             .bind(sha.as_str())
             .bind(crate::db::now())
-            .execute(p)
-            .await
-            .map(drop)
+            .execute(&mut *tx)
+            .await?;
+        append_audit!(tx, dialect, std::slice::from_ref(&entry));
+        tx.commit().await?;
+        Ok::<_, AppError>(())
     })?;
     Ok(tus(
         StatusCode::CREATED,
@@ -387,12 +411,14 @@ async fn finish(state: &AppState, caller: &Caller, upload: &Upload) -> Result<bl
     let blob = match outcome {
         Ok(Ingested::Created(blob) | Ingested::Existing(blob)) => blob,
         Err(AppError::Problem(problem)) => {
-            discard(state, upload, &parts, true).await?;
+            let refused = upload.entry(&caller.username, "upload.refused");
+            discard(state, upload, &parts, true, Some(refused)).await?;
             return Err(AppError::Problem(problem));
         }
         Err(e) => return Err(e),
     };
-    discard(state, upload, &parts, false).await?;
+    let completed = upload.entry(&caller.username, "upload.completed");
+    discard(state, upload, &parts, false, Some(completed)).await?;
     Ok(blob)
 }
 
@@ -416,10 +442,20 @@ async fn open_piece(
     }
 }
 
-/// Removes an upload's pieces; the upload itself is deleted or marked complete.
-async fn discard(state: &AppState, upload: &Upload, parts: &[Part], delete: bool) -> Result<()> {
+/// Removes an upload's pieces; the upload itself is deleted or marked complete, and `entry`
+/// (what became of it) recorded with that.
+async fn discard(
+    state: &AppState,
+    upload: &Upload,
+    parts: &[Part],
+    delete: bool,
+    entry: Option<Entry>,
+) -> Result<()> {
+    let dialect = state.db.dialect();
+    let entries: Vec<Entry> = entry.into_iter().collect();
     on_pool!(&state.db.write, |p| {
         let mut tx = p.begin().await?;
+        append_audit!(tx, dialect, &entries);
         sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1")
             .bind(upload.id)
             .execute(&mut *tx)
@@ -436,7 +472,8 @@ async fn discard(state: &AppState, upload: &Upload, parts: &[Part], delete: bool
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        Ok::<_, AppError>(())
     })?;
     for part in parts {
         state.store.remove(&part.object_key).await?;
@@ -458,7 +495,12 @@ pub async fn sweep(state: &AppState, max_age: chrono::Duration) -> Result<usize>
     })?;
     for upload in &stale {
         let parts = parts(state, upload).await?;
-        discard(state, upload, &parts, true).await?;
+        // A finished upload is only forgotten: its photo was recorded when it was stored.
+        let expired = upload
+            .completed_at
+            .is_none()
+            .then(|| upload.entry("system", "upload.expired"));
+        discard(state, upload, &parts, true, expired).await?;
     }
     Ok(stale.len())
 }
@@ -483,6 +525,7 @@ async fn terminate_inner(
     check_version(&headers)?;
     let upload = load(&state, &caller, &id).await?;
     let parts = parts(&state, &upload).await?;
-    discard(&state, &upload, &parts, true).await?;
+    let terminated = upload.entry(&caller.username, "upload.terminated");
+    discard(&state, &upload, &parts, true, Some(terminated)).await?;
     Ok(tus(StatusCode::NO_CONTENT, &[]))
 }

@@ -12,11 +12,14 @@ backend_tests!(
     a_changed_entry_is_named,
     a_deleted_entry_is_named,
     swapped_entries_are_named,
+    checkpoints_sign_the_head,
+    a_chain_rewritten_consistently_is_caught_by_its_checkpoint,
+    a_forged_checkpoint_is_named,
 );
 
 /// Some of everything: users, logins, a campaign, a registry import, a photo, visits, a read
 /// of whole ID numbers.
-async fn activity(server: &TestServer) {
+pub async fn activity(server: &TestServer) {
     let admin = server.admin().await;
     let campaign = json!({"name": "r", "starts_at": "2020-03-01T00:00:00+08:00", "ends_at": "2020-04-01T00:00:00+08:00",
                           "timezone": "Asia/Shanghai", "required_photos": []});
@@ -169,7 +172,7 @@ async fn the_log_refuses_update_and_delete(server: TestServer) {
 }
 
 /// Removes the append-only guard, as someone with full database access could.
-async fn without_guard(server: &TestServer) {
+pub async fn without_guard(server: &TestServer) {
     let drop = match server.backend {
         Backend::Embedded => "DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;",
         Backend::PostgresS3 => "DROP TRIGGER audit_log_no_change ON audit_log;",
@@ -224,6 +227,152 @@ async fn swapped_entries_are_named(server: TestServer) {
     assert_eq!(
         (first["seq"].as_u64(), first["problem"].as_str()),
         (Some(3), Some("reordered")),
+        "{first}"
+    );
+}
+
+/// Waits (the test server checkpoints every second) for a checkpoint of the current head.
+async fn checkpointed(server: &TestServer) -> Value {
+    let auditor = server.user("auditor", &[]).await;
+    let head = verify(server).await["entries"].as_i64().unwrap();
+    for _ in 0..100 {
+        let page: Value = auditor
+            .get("/v1/audit/checkpoints?limit=1000")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if let Some(c) = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["seq"].as_i64() >= Some(head))
+        {
+            return c.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no checkpoint of entry {head} within 10 s");
+}
+
+async fn checkpoints_sign_the_head(server: TestServer) {
+    activity(&server).await;
+    let checkpoint = checkpointed(&server).await;
+    assert_eq!(checkpoint["public_key"].as_str().unwrap().len(), 64);
+    assert_eq!(checkpoint["signature"].as_str().unwrap().len(), 128);
+    let report = verify(&server).await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["checkpoints"].as_u64() >= Some(1), "{report}");
+    // The key survives a restart: later checkpoints are signed by the same key.
+    let mut server = server;
+    server.restart().await;
+    server.user("reviewer", &["410327101"]).await;
+    let later = checkpointed(&server).await;
+    assert!(later["seq"].as_i64() > checkpoint["seq"].as_i64());
+    assert_eq!(later["public_key"], checkpoint["public_key"]);
+    let field = server.user("field_staff", &["410327101001"]).await;
+    expect_problem(field.get("/v1/audit/checkpoints").await, 403, "forbidden").await;
+}
+
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Someone with the database (but not the signing key) changes entry 5 and recomputes every
+/// hash after it, so the chain links again: only a signed checkpoint can tell.
+async fn a_chain_rewritten_consistently_is_caught_by_its_checkpoint(server: TestServer) {
+    activity(&server).await;
+    let checkpoint = checkpointed(&server).await;
+    let auditor = server.user("auditor", &[]).await;
+    let log: Value = auditor
+        .get("/v1/audit/log?limit=1000")
+        .await
+        .json()
+        .await
+        .unwrap();
+    without_guard(&server).await;
+    let mut prev = String::new();
+    let mut sql = String::new();
+    for entry in log["items"].as_array().unwrap() {
+        let seq = entry["seq"].as_i64().unwrap();
+        if seq < 5 {
+            prev = entry["hash"].as_str().unwrap().to_owned();
+            continue;
+        }
+        let data = if seq == 5 {
+            "{\"tampered\":true}".to_owned()
+        } else {
+            huikan_shared::content::canonical_json(&entry["data"])
+        };
+        let s = |k: &str| entry[k].as_str().unwrap().to_owned();
+        let text = huikan_server::audit::canonical(
+            seq,
+            &s("at"),
+            &s("actor"),
+            &s("action"),
+            &s("subject"),
+            &data,
+            &prev,
+        );
+        let hash = huikan_server::audit::entry_hash(&prev, &text);
+        sql.push_str(&format!(
+            "UPDATE audit_log SET data = {}, prev_hash = {}, hash = {} WHERE seq = {seq};",
+            quoted(&data),
+            quoted(&prev),
+            quoted(&hash)
+        ));
+        prev = hash;
+    }
+    sql.push_str(&format!(
+        "UPDATE audit_head SET hash = {} WHERE id = 1;",
+        quoted(&prev)
+    ));
+    server.sql(&sql).await.unwrap();
+    let first = broken(&server).await;
+    assert_eq!(first["problem"], "changed", "{first}");
+    let seq = first["seq"].as_i64().unwrap();
+    assert!(
+        (5..=checkpoint["seq"].as_i64().unwrap()).contains(&seq),
+        "{first}"
+    );
+    assert!(
+        first["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not the one signed"),
+        "{first}"
+    );
+}
+
+async fn a_forged_checkpoint_is_named(server: TestServer) {
+    activity(&server).await;
+    let checkpoint = checkpointed(&server).await;
+    let seq = checkpoint["seq"].as_i64().unwrap();
+    let drop = match server.backend {
+        Backend::Embedded => "DROP TRIGGER audit_checkpoints_no_update;",
+        Backend::PostgresS3 => "DROP TRIGGER audit_checkpoints_no_change ON audit_checkpoints;",
+    };
+    let update = server
+        .sql(&format!(
+            "UPDATE audit_checkpoints SET at = '2020-01-01T00:00:00.000000Z' WHERE seq = {seq}"
+        ))
+        .await;
+    assert!(update.unwrap_err().contains("cannot be changed"));
+    server.sql(drop).await.unwrap();
+    server
+        .sql(&format!(
+            "UPDATE audit_checkpoints SET at = '2020-01-01T00:00:00.000000Z' WHERE seq = {seq}"
+        ))
+        .await
+        .unwrap();
+    let first = broken(&server).await;
+    assert_eq!(
+        (first["seq"].as_i64(), first["problem"].as_str()),
+        (Some(seq), Some("changed")),
+        "{first}"
+    );
+    assert!(
+        first["detail"].as_str().unwrap().contains("not genuine"),
         "{first}"
     );
 }

@@ -63,6 +63,25 @@ async fn tus_request(api: &Api, method: Method, url: &str) -> Response {
         .unwrap()
 }
 
+/// What the audit log says became of the upload at `url`, in order.
+async fn recorded(server: &TestServer, url: &str) -> Vec<String> {
+    let id = url.rsplit('/').next().unwrap();
+    let auditor = server.user("auditor", &[]).await;
+    let log: serde_json::Value = auditor
+        .get("/v1/audit/log?limit=1000")
+        .await
+        .json()
+        .await
+        .unwrap();
+    log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["subject"] == format!("upload:{id}").as_str())
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 fn location(response: &Response) -> String {
     response.headers()["location"].to_str().unwrap().to_owned()
 }
@@ -138,6 +157,10 @@ async fn an_upload_interrupted_mid_chunk_resumes_and_commits(server: TestServer)
     // A retry of the last PATCH whose answer was lost gets the same answer.
     let retry = patch(&field, &url, photo.len(), &[]).await;
     assert_eq!(retry.status(), 204);
+    assert_eq!(
+        recorded(&server, &url).await,
+        ["upload.created", "upload.completed"]
+    );
 }
 
 async fn tus_misuse_gets_clear_errors(server: TestServer) {
@@ -210,6 +233,10 @@ async fn a_wrong_hash_ends_the_upload(server: TestServer) {
     assert_eq!(gone.status(), 404);
     let blob = field.head(&format!("/v1/blobs/{claimed}")).await;
     assert_eq!(blob.status(), 404);
+    assert_eq!(
+        recorded(&server, &url).await,
+        ["upload.created", "upload.refused"]
+    );
 }
 
 async fn a_terminated_upload_is_gone(server: TestServer) {
@@ -221,6 +248,10 @@ async fn a_terminated_upload_is_gone(server: TestServer) {
     assert_eq!(deleted.status(), 204);
     let gone = tus_request(&field, Method::HEAD, &url).await;
     assert_eq!(gone.status(), 404);
+    assert_eq!(
+        recorded(&server, &url).await,
+        ["upload.created", "upload.terminated"]
+    );
 }
 
 /// tuspy, a tus client we did not write, used as a phone app would: straight through, and
@@ -295,4 +326,8 @@ async fn abandoned_uploads_expire(mut server: TestServer) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    assert_eq!(
+        recorded(&server, &url).await,
+        ["upload.created", "upload.expired"]
+    );
 }
