@@ -57,6 +57,19 @@ pub struct Config {
     #[arg(long, env = "HUIKAN_CHECKPOINT_SECS", default_value_t = 300)]
     pub checkpoint_secs: u64,
 
+    /// Background workers per process for the job queue (photo processing); unset: one per core.
+    #[arg(long, env = "HUIKAN_JOB_WORKERS")]
+    pub job_workers: Option<usize>,
+
+    /// Seconds a worker holds a job before another may take it over (its worker died); also the
+    /// longest a job may run.
+    #[arg(long, env = "HUIKAN_JOB_LEASE_SECS", default_value_t = 30)]
+    pub job_lease_secs: u64,
+
+    /// Attempts before a failing job is parked with its error.
+    #[arg(long, env = "HUIKAN_JOB_MAX_ATTEMPTS", default_value_t = 5)]
+    pub job_max_attempts: i32,
+
     /// How long a presigned photo URL handed out for S3 stays valid, in seconds.
     #[arg(long, env = "HUIKAN_PRESIGN_TTL_SECS", default_value_t = 300)]
     pub presign_ttl_secs: u64,

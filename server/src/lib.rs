@@ -8,7 +8,9 @@ pub mod campaigns;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod evidence;
 pub mod http;
+pub mod jobs;
 pub mod privacy;
 pub mod registry;
 pub mod store;
@@ -35,6 +37,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     tokio::spawn(housekeeping(state.clone()));
+    jobs::start(
+        &state,
+        jobs::Settings {
+            workers: state.config.job_workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+            }),
+            lease: std::time::Duration::from_secs(state.config.job_lease_secs.max(1)),
+            max_attempts: state.config.job_max_attempts.max(1),
+        },
+    );
     tokio::spawn(audit::checkpoints::every(
         state.db.clone(),
         state.signer.clone(),
@@ -90,6 +102,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         store,
         spool,
         signer: Arc::new(signer),
+        jobs: jobs::Wakeup::default(),
         metrics: http::metrics_handle(),
     })
 }

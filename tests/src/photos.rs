@@ -77,3 +77,94 @@ pub fn distinct_copy(jpeg: &[u8], label: &str) -> Vec<u8> {
     bytes.extend_from_slice(&jpeg[2..]);
     bytes
 }
+
+/// EXIF as a phone writes it, for test photos.
+#[derive(Default)]
+pub struct Exif<'a> {
+    /// `YYYY:MM:DD HH:MM:SS`, local time.
+    pub taken_at: Option<&'a str>,
+    /// `+08:00`
+    pub offset: Option<&'a str>,
+    /// (latitude, longitude), WGS-84.
+    pub gps: Option<(f64, f64)>,
+    pub make: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub orientation: Option<u16>,
+}
+
+/// The JPEG with an EXIF segment (APP1) holding `exif`, right after its SOI marker.
+pub fn with_exif(jpeg: &[u8], exif: &Exif) -> Vec<u8> {
+    use exif::{Field, In, Rational, Tag, Value};
+    let ascii = |s: &str| Value::Ascii(vec![s.as_bytes().to_vec()]);
+    let dms = |v: f64| {
+        let v = v.abs();
+        let degrees = v.trunc();
+        let minutes = ((v - degrees) * 60.0).trunc();
+        let seconds = ((v - degrees) * 60.0 - minutes) * 60.0;
+        Value::Rational(vec![
+            Rational {
+                num: degrees as u32,
+                denom: 1,
+            },
+            Rational {
+                num: minutes as u32,
+                denom: 1,
+            },
+            Rational {
+                num: (seconds * 10_000.0).round() as u32,
+                denom: 10_000,
+            },
+        ])
+    };
+    let mut fields = Vec::new();
+    let mut push = |tag, value| {
+        fields.push(Field {
+            tag,
+            ifd_num: In::PRIMARY,
+            value,
+        })
+    };
+    if let Some(make) = exif.make {
+        push(Tag::Make, ascii(make));
+    }
+    if let Some(model) = exif.model {
+        push(Tag::Model, ascii(model));
+    }
+    if let Some(orientation) = exif.orientation {
+        push(Tag::Orientation, Value::Short(vec![orientation]));
+    }
+    if let Some(taken_at) = exif.taken_at {
+        push(Tag::DateTimeOriginal, ascii(taken_at));
+    }
+    if let Some(offset) = exif.offset {
+        push(Tag::OffsetTimeOriginal, ascii(offset));
+    }
+    if let Some((lat, lon)) = exif.gps {
+        push(
+            Tag::GPSLatitudeRef,
+            ascii(if lat < 0.0 { "S" } else { "N" }),
+        );
+        push(Tag::GPSLatitude, dms(lat));
+        push(
+            Tag::GPSLongitudeRef,
+            ascii(if lon < 0.0 { "W" } else { "E" }),
+        );
+        push(Tag::GPSLongitude, dms(lon));
+    }
+    let mut writer = exif::experimental::Writer::new();
+    for field in &fields {
+        writer.push_field(field);
+    }
+    let mut tiff = std::io::Cursor::new(Vec::new());
+    writer.write(&mut tiff, false).expect("writing EXIF");
+    let tiff = tiff.into_inner();
+    let segment_len = u16::try_from(tiff.len() + 8).expect("a small EXIF segment");
+    let mut out = Vec::with_capacity(jpeg.len() + tiff.len() + 10);
+    out.extend_from_slice(&jpeg[..2]);
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&segment_len.to_be_bytes());
+    out.extend_from_slice(b"Exif\0\0");
+    out.extend_from_slice(&tiff);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}

@@ -83,6 +83,8 @@ impl TestServer {
             ),
             // Checkpoints every second, so tests see them without waiting minutes.
             ("HUIKAN_CHECKPOINT_SECS".to_owned(), "1".to_owned()),
+            // Jobs of a killed server come back after 5 s, not 30.
+            ("HUIKAN_JOB_LEASE_SECS".to_owned(), "5".to_owned()),
         ];
         let mut database = None;
         if backend == Backend::PostgresS3 {
@@ -138,6 +140,21 @@ impl TestServer {
     /// Creates a user with a fresh name and returns a client logged in as it.
     pub async fn user(&self, role: &str, scope: &[&str]) -> Api {
         user_on(&self.base, &self.admin().await, role, scope).await
+    }
+
+    /// The whole audit log (up to 1,000 entries), read by a new auditor.
+    pub async fn audit_log(&self) -> Vec<serde_json::Value> {
+        let auditor = self.user("auditor", &[]).await;
+        let mut log: serde_json::Value = auditor
+            .get("/v1/audit/log?limit=1000")
+            .await
+            .json()
+            .await
+            .expect("the audit log");
+        match log["items"].take() {
+            serde_json::Value::Array(items) => items,
+            other => panic!("not a page of entries: {other}"),
+        }
     }
 
     /// Kills the server with SIGKILL: no shutdown, no flush.

@@ -8,7 +8,7 @@ use axum::body::{Body, BodyDataStream};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::put;
+use axum::routing::{get, put};
 use chrono::{DateTime, Utc};
 use huikan_shared::Sha256Hex;
 use serde::Serialize;
@@ -16,17 +16,21 @@ use serde::Serialize;
 use crate::append_audit;
 use crate::audit::Entry;
 use crate::auth::{Caller, Role};
+use crate::enqueue_jobs;
 use crate::error::{AppError, Result};
 use crate::http::AppState;
+use crate::jobs::Kind;
 use crate::on_pool;
 use crate::store::blob_key;
 use crate::store::spool::{self, SpoolError, Spooled};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/v1/blobs/{sha256}",
-        put(put_blob).get(get_blob).head(head_blob),
-    )
+    Router::new()
+        .route(
+            "/v1/blobs/{sha256}",
+            put(put_blob).get(get_blob).head(head_blob),
+        )
+        .route("/v1/blobs/{sha256}/thumbnail", get(get_thumbnail))
 }
 
 /// Roles that upload photos.
@@ -178,11 +182,13 @@ pub async fn ingest(
                 serde_json::json!({"sha256": blob.sha256, "size": blob.size, "content_type": blob.content_type}),
             );
             append_audit!(tx, dialect, std::slice::from_ref(&entry));
+            enqueue_jobs!(tx, Kind::ProcessPhoto, &[blob.sha256.as_str()]);
         }
         tx.commit().await?;
         Ok::<_, AppError>(created)
     })?;
     if created {
+        state.jobs.notify();
         metrics::counter!("photos_stored_total").increment(1);
         metrics::counter!("photo_bytes_stored_total").increment(spooled.len);
         Ok(Ingested::Created(blob))
@@ -272,26 +278,72 @@ async fn field_staff_may_read(state: &AppState, caller: &Caller, sha256: &str) -
     Ok(n > 0)
 }
 
+/// The blob named in the path, if the caller may read it: reviewers, auditors and admins read
+/// every blob, field staff those they uploaded; anything else is 404, as if absent.
+async fn readable(state: &AppState, caller: &Caller, sha256: &str) -> Result<(Sha256Hex, Blob)> {
+    let sha = parse_sha(sha256)?;
+    let not_found = || AppError::not_found("no such photo");
+    let blob = find(state, sha.as_str()).await?.ok_or_else(not_found)?;
+    if caller.role == Role::FieldStaff && !field_staff_may_read(state, caller, sha.as_str()).await?
+    {
+        return Err(not_found());
+    }
+    Ok((sha, blob))
+}
+
 async fn get_blob(
     State(state): State<AppState>,
     caller: Caller,
     Path(sha256): Path<String>,
 ) -> Result<Response> {
-    let sha = parse_sha(&sha256)?;
-    let not_found = || AppError::not_found("no such photo");
-    let blob = find(&state, sha.as_str()).await?.ok_or_else(not_found)?;
-    if caller.role == Role::FieldStaff
-        && !field_staff_may_read(&state, &caller, sha.as_str()).await?
-    {
-        return Err(not_found());
+    let (sha, blob) = readable(&state, &caller, &sha256).await?;
+    serve_object(
+        &state,
+        &blob_key(sha.as_str()),
+        &blob.content_type,
+        sha.as_str(),
+    )
+    .await
+}
+
+/// `GET /v1/blobs/{sha256}/thumbnail`: a JPEG of at most 320 px on its long side, once the photo
+/// is processed; readable by whoever may read the photo.
+async fn get_thumbnail(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(sha256): Path<String>,
+) -> Result<Response> {
+    let (sha, _) = readable(&state, &caller, &sha256).await?;
+    let facts: Option<(String, bool)> = on_pool!(&state.db.read, |p| {
+        sqlx::query_as("SELECT state, has_thumbnail FROM photo_facts WHERE sha256 = $1")
+            .bind(sha.as_str())
+            .fetch_optional(p)
+            .await
+    })?;
+    match facts {
+        None => Err(AppError::not_found(
+            "no thumbnail yet: the photo is not processed yet; try again shortly",
+        )),
+        Some((state_name, false)) => Err(AppError::not_found(format!(
+            "no thumbnail: the photo is {state_name}"
+        ))),
+        Some(_) => {
+            let key = crate::evidence::thumbnail_key(sha.as_str());
+            serve_object(&state, &key, "image/jpeg", &format!("{sha}-thumbnail")).await
+        }
     }
-    let key = blob_key(sha.as_str());
+}
+
+/// An immutable stored object as a response: a redirect to a presigned URL where the store has
+/// them, else the bytes.
+async fn serve_object(
+    state: &AppState,
+    key: &str,
+    content_type: &str,
+    etag: &str,
+) -> Result<Response> {
     let ttl = std::time::Duration::from_secs(state.config.presign_ttl_secs);
-    if let Some(url) = state
-        .store
-        .presigned_get(&key, &blob.content_type, ttl)
-        .await?
-    {
+    if let Some(url) = state.store.presigned_get(key, content_type, ttl).await? {
         let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
         response.headers_mut().insert(
             header::LOCATION,
@@ -301,14 +353,14 @@ async fn get_blob(
     }
     let (stream, len) = state
         .store
-        .open(&key)
+        .open(key)
         .await?
-        .ok_or_else(|| anyhow::anyhow!("photo {sha} is recorded but its bytes are missing"))?;
+        .ok_or_else(|| anyhow::anyhow!("{key} is recorded but its bytes are missing"))?;
     Ok((
         [
-            (header::CONTENT_TYPE, blob.content_type),
+            (header::CONTENT_TYPE, content_type.to_owned()),
             (header::CONTENT_LENGTH, len.to_string()),
-            (header::ETAG, format!("\"{sha}\"")),
+            (header::ETAG, format!("\"{etag}\"")),
             (
                 header::CACHE_CONTROL,
                 "private, max-age=31536000, immutable".to_owned(),

@@ -31,6 +31,7 @@ pub struct AppState {
     pub spool: SpoolDir,
     pub submissions: crate::submissions::GroupCommit,
     pub signer: Arc<crate::audit::signing::Signer>,
+    pub jobs: crate::jobs::Wakeup,
     pub metrics: PrometheusHandle,
 }
 

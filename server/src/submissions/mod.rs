@@ -180,12 +180,72 @@ struct StoredSubmission {
     app_version: Option<String>,
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(sqlx::FromRow)]
+struct PhotoRow {
+    sha256: String,
+    kind: String,
+    size: i64,
+    content_type: String,
+    state: Option<String>,
+    problem: Option<String>,
+    width: Option<i64>,
+    height: Option<i64>,
+    taken_at: Option<String>,
+    taken_offset: Option<String>,
+    gps_lat: Option<f64>,
+    gps_lon: Option<f64>,
+    make: Option<String>,
+    model: Option<String>,
+    has_thumbnail: Option<bool>,
+}
+
+/// A visit's photo with what processing found in it (`state` is `pending` until then).
+#[derive(Serialize)]
 struct PhotoView {
     sha256: String,
     kind: String,
     size: i64,
     content_type: String,
+    state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+    width: Option<i64>,
+    height: Option<i64>,
+    /// EXIF DateTimeOriginal (local time as the camera wrote it) and its offset, if written.
+    exif_time: Option<String>,
+    exif_offset: Option<String>,
+    exif_gps: Option<serde_json::Value>,
+    camera: Option<String>,
+    thumbnail_url: Option<String>,
+}
+
+impl From<PhotoRow> for PhotoView {
+    fn from(r: PhotoRow) -> PhotoView {
+        let camera = match (r.make, r.model) {
+            (Some(make), Some(model)) if model.starts_with(&make) => Some(model),
+            (Some(make), Some(model)) => Some(format!("{make} {model}")),
+            (make, model) => make.or(model),
+        };
+        PhotoView {
+            thumbnail_url: (r.has_thumbnail == Some(true))
+                .then(|| format!("/v1/blobs/{}/thumbnail", r.sha256)),
+            exif_gps: r
+                .gps_lat
+                .zip(r.gps_lon)
+                .map(|(lat, lon)| serde_json::json!({"lat": lat, "lon": lon})),
+            sha256: r.sha256,
+            kind: r.kind,
+            size: r.size,
+            content_type: r.content_type,
+            state: r.state.unwrap_or_else(|| "pending".to_owned()),
+            problem: r.problem,
+            width: r.width,
+            height: r.height,
+            exif_time: r.taken_at,
+            exif_offset: r.taken_offset,
+            camera,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -229,15 +289,19 @@ async fn read(
     if caller.role == Role::FieldStaff && stored.submitted_by != caller.user_id {
         return Err(not_found());
     }
-    let photos: Vec<PhotoView> = on_pool!(&state.db.read, |p| {
+    let photos: Vec<PhotoRow> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(
-            "SELECT sp.sha256, sp.kind, b.size, b.content_type FROM submission_photos sp
-             JOIN blobs b ON b.sha256 = sp.sha256 WHERE sp.submission_id = $1 ORDER BY sp.position",
+            "SELECT sp.sha256, sp.kind, b.size, b.content_type, f.state, f.problem, f.width, f.height,
+                    f.taken_at, f.taken_offset, f.gps_lat, f.gps_lon, f.make, f.model, f.has_thumbnail
+             FROM submission_photos sp JOIN blobs b ON b.sha256 = sp.sha256
+             LEFT JOIN photo_facts f ON f.sha256 = sp.sha256
+             WHERE sp.submission_id = $1 ORDER BY sp.position",
         )
         .bind(id)
         .fetch_all(p)
         .await
     })?;
+    let photos: Vec<PhotoView> = photos.into_iter().map(PhotoView::from).collect();
     let mut content: Value = serde_json::from_str(&stored.content).map_err(anyhow::Error::from)?;
     if full_id_numbers {
         let data = serde_json::json!({"submission_id": stored.submission_id, "household_id": stored.household_id});

@@ -283,17 +283,11 @@ fn quoted(text: &str) -> String {
 async fn a_chain_rewritten_consistently_is_caught_by_its_checkpoint(server: TestServer) {
     activity(&server).await;
     let checkpoint = checkpointed(&server).await;
-    let auditor = server.user("auditor", &[]).await;
-    let log: Value = auditor
-        .get("/v1/audit/log?limit=1000")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let log = server.audit_log().await;
     without_guard(&server).await;
     let mut prev = String::new();
     let mut sql = String::new();
-    for entry in log["items"].as_array().unwrap() {
+    for entry in &log {
         let seq = entry["seq"].as_i64().unwrap();
         if seq < 5 {
             prev = entry["hash"].as_str().unwrap().to_owned();

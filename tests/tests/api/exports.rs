@@ -127,20 +127,14 @@ async fn a_village_export_verifies_offline(server: TestServer) {
     assert!(printed.contains("end at the signed head"), "{printed}");
 
     // The export is itself on the record, and the server's chain still verifies.
-    let auditor = server.user("auditor", &[]).await;
-    let log: Value = auditor
-        .get("/v1/audit/log?limit=1000")
+    let exported = server
+        .audit_log()
         .await
-        .json()
-        .await
-        .unwrap();
-    let exported = log["items"]
-        .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
         .find(|e| e["action"] == "audit.exported")
         .expect("an audit.exported entry");
     assert_eq!(exported["data"]["scope"], "prefix:410327101001");
+    let auditor = server.user("auditor", &[]).await;
     let verified: Value = auditor.get("/v1/audit/verify").await.json().await.unwrap();
     assert_eq!(verified["ok"], true, "{verified}");
 }

@@ -5,6 +5,7 @@ mod auth;
 mod blobs;
 mod campaigns;
 mod contract;
+mod evidence;
 mod exports;
 mod registry;
 mod submissions;

@@ -66,16 +66,9 @@ async fn tus_request(api: &Api, method: Method, url: &str) -> Response {
 /// What the audit log says became of the upload at `url`, in order.
 async fn recorded(server: &TestServer, url: &str) -> Vec<String> {
     let id = url.rsplit('/').next().unwrap();
-    let auditor = server.user("auditor", &[]).await;
-    let log: serde_json::Value = auditor
-        .get("/v1/audit/log?limit=1000")
+    server
+        .audit_log()
         .await
-        .json()
-        .await
-        .unwrap();
-    log["items"]
-        .as_array()
-        .unwrap()
         .iter()
         .filter(|e| e["subject"] == format!("upload:{id}").as_str())
         .map(|e| e["action"].as_str().unwrap().to_owned())

@@ -1,0 +1,24 @@
+-- What each stored photo's bytes say, worked out once by the process_photo job. EXIF values are
+-- the camera's own account, independent of what the phone reported with the visit.
+
+CREATE TABLE photo_facts (
+    sha256        TEXT PRIMARY KEY REFERENCES blobs (sha256),
+    state         TEXT NOT NULL CHECK (state IN ('processed', 'not_decoded', 'undecodable')),
+    problem       TEXT,                 -- why it was not decoded
+    width         INTEGER,
+    height        INTEGER,
+    taken_at      TEXT,                 -- EXIF DateTimeOriginal, local time as written
+    taken_offset  TEXT,                 -- EXIF OffsetTimeOriginal, when written
+    gps_lat       REAL,
+    gps_lon       REAL,
+    make          TEXT,
+    model         TEXT,
+    orientation   INTEGER,
+    phash         BIGINT,               -- 64-bit perceptual hash, as the signed integer of its bits
+    has_thumbnail BOOLEAN NOT NULL,
+    processed_at  TEXT NOT NULL
+);
+
+-- Photos stored before this capability existed are processed too.
+INSERT INTO jobs (kind, subject, ready_at, enqueued_at)
+SELECT 'process_photo', sha256, strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'), strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now') FROM blobs;

@@ -1,0 +1,291 @@
+//! What a photo's bytes say, worked out on a blocking thread under strict limits: its type, its
+//! EXIF (time with offset, GPS, make and model, orientation), a correctly oriented thumbnail of at
+//! most 320 px, and a 64-bit perceptual hash. Anything a file can do wrong (a decompression bomb,
+//! a truncated or corrupt file, a declared size of 60000×60000) becomes an "undecodable" fact with
+//! its reason, never a crash or an unbounded allocation.
+//!
+//! JPEGs, nearly every phone photo, are decoded by libjpeg-turbo (through mozjpeg, built from
+//! source by its crate) with DCT scaling: at 1/2 to 1/8 of full size, just large enough for the
+//! thumbnail, which skips most of the decoding work. Other types go through the image crate.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageFormat, RgbImage};
+use image_hasher::{HashAlg, HasherConfig};
+
+/// The long side of a thumbnail, in pixels.
+pub const THUMBNAIL_SIZE: u32 = 320;
+/// Larger declared images are refused before decoding: 250 megapixels is beyond any phone.
+const MAX_DECLARED_PIXELS: u64 = 250_000_000;
+/// What the image crate may allocate for one decode (PNG, WebP).
+const MAX_DECODE_BYTES: u64 = 256 * 1024 * 1024;
+/// Smaller images are not photos of a house: a tracking pixel, a placeholder, a forgery's shortcut.
+const MIN_SIDE: u32 = 32;
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Exif {
+    /// DateTimeOriginal as the camera wrote it (local time, `YYYY-MM-DDTHH:MM:SS`).
+    pub taken_at: Option<String>,
+    /// OffsetTimeOriginal (`+08:00`), when the camera wrote one.
+    pub offset: Option<String>,
+    /// WGS-84 latitude and longitude.
+    pub gps: Option<(f64, f64)>,
+    pub make: Option<String>,
+    pub model: Option<String>,
+    /// 1 to 8, as EXIF defines it.
+    pub orientation: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Decoded: a thumbnail and a perceptual hash.
+    Decoded { thumbnail: Vec<u8>, phash: u64 },
+    /// Kept as evidence, but its pixels could not be read (HEIC, which nothing here decodes).
+    NotDecoded(String),
+    /// The bytes are not a readable image; why.
+    Undecodable(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Facts {
+    /// Full-size dimensions as the file declares them, before orientation.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub exif: Exif,
+    pub outcome: Outcome,
+}
+
+pub fn analyse(bytes: &[u8], content_type: &str) -> Facts {
+    let exif = read_exif(bytes);
+    let mut facts = Facts {
+        width: None,
+        height: None,
+        exif,
+        outcome: Outcome::Undecodable(String::new()),
+    };
+    let decoded = match content_type {
+        "image/jpeg" => decode_jpeg(bytes, &mut facts),
+        "image/png" => decode_other(bytes, ImageFormat::Png, &mut facts),
+        "image/webp" => decode_other(bytes, ImageFormat::WebP, &mut facts),
+        "image/heic" | "image/heif" => {
+            facts.outcome =
+                Outcome::NotDecoded("HEIC is kept and its EXIF read, but not decoded".to_owned());
+            return facts;
+        }
+        other => Err(format!("{other} is not a photo type this server reads")),
+    };
+    facts.outcome = match decoded {
+        Ok(image) => {
+            let image = orient(image, facts.exif.orientation);
+            Outcome::Decoded {
+                phash: perceptual_hash(&image),
+                thumbnail: thumbnail(&image),
+            }
+        }
+        Err(why) => Outcome::Undecodable(why),
+    };
+    facts
+}
+
+fn check_size(width: u32, height: u32) -> Result<(), String> {
+    if u64::from(width) * u64::from(height) > MAX_DECLARED_PIXELS {
+        return Err(format!(
+            "declares {width}×{height} pixels, more than any camera makes"
+        ));
+    }
+    if width < MIN_SIDE || height < MIN_SIDE {
+        return Err(format!(
+            "{width}×{height} pixels is too small to be a photo"
+        ));
+    }
+    Ok(())
+}
+
+/// libjpeg treats a file cut short as a warning and fills the rest with grey; a phone always
+/// writes the end marker, so a main image (after its last start-of-scan) without one was cut.
+fn truncated(bytes: &[u8]) -> bool {
+    let Some(scan) = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) else {
+        return true;
+    };
+    !bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+fn decode_jpeg(bytes: &[u8], facts: &mut Facts) -> Result<DynamicImage, String> {
+    if truncated(bytes) {
+        return Err("the JPEG is cut short: its image data has no end".to_owned());
+    }
+    // libjpeg reports fatal errors by unwinding out of its error handler.
+    let decoded = std::panic::catch_unwind(|| -> Result<(u32, u32, RgbImage), String> {
+        let mut decompress = mozjpeg::Decompress::with_markers(&[])
+            .from_mem(bytes)
+            .map_err(|e| format!("not a readable JPEG: {e}"))?;
+        let (width, height) = decompress.size();
+        let (width, height) = (width as u32, height as u32);
+        check_size(width, height)?;
+        decompress.scale(scale_for(width.max(height)));
+        let mut started = decompress
+            .rgb()
+            .map_err(|e| format!("not a readable JPEG: {e}"))?;
+        let (w, h) = (started.width() as u32, started.height() as u32);
+        let pixels: Vec<u8> = started
+            .read_scanlines()
+            .map_err(|e| format!("the JPEG's image data is corrupt: {e}"))?;
+        started
+            .finish()
+            .map_err(|e| format!("the JPEG's image data is corrupt: {e}"))?;
+        let image = RgbImage::from_raw(w, h, pixels)
+            .ok_or("the JPEG decoded to fewer pixels than it declares")?;
+        Ok((width, height, image))
+    });
+    match decoded {
+        Ok(Ok((width, height, image))) => {
+            facts.width = Some(width);
+            facts.height = Some(height);
+            Ok(DynamicImage::ImageRgb8(image))
+        }
+        Ok(Err(why)) => Err(why),
+        Err(_) => Err("not a readable JPEG: the decoder gave up on it".to_owned()),
+    }
+}
+
+/// The DCT scaling numerator (over 8) that leaves the long side at least a thumbnail's size.
+fn scale_for(long_side: u32) -> u8 {
+    let numerator = (THUMBNAIL_SIZE * 8).div_ceil(long_side.max(1));
+    numerator.clamp(1, 8) as u8
+}
+
+fn decode_other(
+    bytes: &[u8],
+    format: ImageFormat,
+    facts: &mut Facts,
+) -> Result<DynamicImage, String> {
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits.max_image_width = Some(20_000);
+    limits.max_image_height = Some(20_000);
+    reader.limits(limits);
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|e| format!("not a readable image: {e}"))?;
+    check_size(width, height)?;
+    facts.width = Some(width);
+    facts.height = Some(height);
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let image = reader
+        .decode()
+        .map_err(|e| format!("not a readable image: {e}"))?;
+    // Full-size pixels are only needed small from here on.
+    Ok(image.thumbnail(THUMBNAIL_SIZE * 2, THUMBNAIL_SIZE * 2))
+}
+
+/// Turns the pixels the way the camera says it was held.
+fn orient(image: DynamicImage, orientation: Option<u16>) -> DynamicImage {
+    match orientation {
+        Some(2) => image.fliph(),
+        Some(3) => image.rotate180(),
+        Some(4) => image.flipv(),
+        Some(5) => image.rotate90().fliph(),
+        Some(6) => image.rotate90(),
+        Some(7) => image.rotate270().fliph(),
+        Some(8) => image.rotate270(),
+        _ => image,
+    }
+}
+
+fn thumbnail(image: &DynamicImage) -> Vec<u8> {
+    let small = image.thumbnail(THUMBNAIL_SIZE, THUMBNAIL_SIZE).to_rgb8();
+    let mut out = Vec::with_capacity(32 * 1024);
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80);
+    // Encoding an in-memory RGB image into a Vec cannot fail.
+    let _ = small.write_with_encoder(encoder);
+    out
+}
+
+/// A 64-bit DCT perceptual hash (pHash): the low frequencies of the grey image against their
+/// mean, which recompression, resizing, small crops and brightness changes barely move.
+pub fn perceptual_hash(image: &DynamicImage) -> u64 {
+    let hasher = HasherConfig::new()
+        .hash_size(8, 8)
+        .preproc_dct()
+        .hash_alg(HashAlg::Mean)
+        .to_hasher();
+    let hash = hasher.hash_image(image);
+    let bytes = hash.as_bytes();
+    let mut word = [0u8; 8];
+    word[..bytes.len().min(8)].copy_from_slice(&bytes[..bytes.len().min(8)]);
+    u64::from_be_bytes(word)
+}
+
+fn read_exif(bytes: &[u8]) -> Exif {
+    let mut reader = exif::Reader::new();
+    reader.continue_on_error(true);
+    let parsed = reader
+        .read_from_container(&mut Cursor::new(bytes))
+        .or_else(|e| e.distill_partial_result(|_| {}));
+    let Ok(parsed) = parsed else {
+        return Exif::default();
+    };
+    let text = |tag: exif::Tag| {
+        parsed
+            .get_field(tag, exif::In::PRIMARY)
+            .and_then(|f| match &f.value {
+                exif::Value::Ascii(parts) => parts
+                    .first()
+                    .map(|p| String::from_utf8_lossy(p).trim().to_owned()),
+                _ => None,
+            })
+            .filter(|s| !s.is_empty())
+    };
+    let taken_at = text(exif::Tag::DateTimeOriginal).and_then(|t| exif_time(&t));
+    let offset = text(exif::Tag::OffsetTimeOriginal).filter(|o| valid_offset(o));
+    let orientation = parsed
+        .get_field(exif::Tag::Orientation, exif::In::PRIMARY)
+        .and_then(|f| f.value.get_uint(0))
+        .and_then(|o| u16::try_from(o).ok())
+        .filter(|o| (1..=8).contains(o));
+    let coordinate = |value: exif::Tag, reference: exif::Tag, negative: &str| {
+        let field = parsed.get_field(value, exif::In::PRIMARY)?;
+        let exif::Value::Rational(parts) = &field.value else {
+            return None;
+        };
+        let [d, m, s] = parts.get(..3)? else {
+            return None;
+        };
+        let degrees = d.to_f64() + m.to_f64() / 60.0 + s.to_f64() / 3600.0;
+        let sign = if text(reference).as_deref() == Some(negative) {
+            -1.0
+        } else {
+            1.0
+        };
+        degrees.is_finite().then_some(sign * degrees)
+    };
+    let gps = coordinate(exif::Tag::GPSLatitude, exif::Tag::GPSLatitudeRef, "S")
+        .zip(coordinate(
+            exif::Tag::GPSLongitude,
+            exif::Tag::GPSLongitudeRef,
+            "W",
+        ))
+        .filter(|(lat, lon)| lat.abs() <= 90.0 && lon.abs() <= 180.0 && (*lat, *lon) != (0.0, 0.0));
+    Exif {
+        taken_at,
+        offset,
+        gps,
+        make: text(exif::Tag::Make),
+        model: text(exif::Tag::Model),
+        orientation,
+    }
+}
+
+/// `2020:03:02 10:15:00` → `2020-03-02T10:15:00`, if it is a real time.
+fn exif_time(text: &str) -> Option<String> {
+    let time = chrono::NaiveDateTime::parse_from_str(text, "%Y:%m:%d %H:%M:%S").ok()?;
+    Some(time.format("%Y-%m-%dT%H:%M:%S").to_string())
+}
+
+fn valid_offset(text: &str) -> bool {
+    text.parse::<chrono::FixedOffset>().is_ok()
+}

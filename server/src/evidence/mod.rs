@@ -1,0 +1,162 @@
+//! The evidence pipeline: every stored photo is looked at once, on the job queue and never on an
+//! upload's path. `process_photo` reads its bytes, works out its facts ([`analysis`]), stores a
+//! thumbnail beside the blob and records the facts with their audit entry, all idempotently.
+
+pub mod analysis;
+
+use futures::TryStreamExt;
+use serde::Serialize;
+
+use self::analysis::{Facts, Outcome};
+use crate::append_audit;
+use crate::audit::Entry;
+use crate::error::AppError;
+use crate::http::AppState;
+use crate::on_pool;
+use crate::store::blob_key;
+
+/// Where a photo's thumbnail lives, beside its blob.
+pub fn thumbnail_key(sha256: &str) -> String {
+    format!(
+        "thumbnails/{}/{}/{}.jpg",
+        &sha256[0..2],
+        &sha256[2..4],
+        sha256
+    )
+}
+
+/// The `process_photo` job: facts, thumbnail and perceptual hash of one blob.
+pub async fn process_photo(state: &AppState, sha256: &str) -> anyhow::Result<()> {
+    let known: Option<(String, i64, bool)> = on_pool!(&state.db.read, |p| {
+        sqlx::query_as(
+            "SELECT b.content_type, b.size, f.sha256 IS NOT NULL FROM blobs b
+             LEFT JOIN photo_facts f ON f.sha256 = b.sha256 WHERE b.sha256 = $1",
+        )
+        .bind(sha256)
+        .fetch_optional(p)
+        .await
+    })?;
+    let Some((content_type, size, processed)) = known else {
+        anyhow::bail!("no blob {sha256}");
+    };
+    if processed {
+        return Ok(());
+    }
+    let (stream, _) = state
+        .store
+        .open(&blob_key(sha256))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("blob {sha256} is missing from the store"))?;
+    // Photos are bounded by the upload limit, so one is read whole.
+    let bytes: Vec<u8> = stream
+        .try_fold(
+            Vec::with_capacity(size.max(0) as usize),
+            |mut all, chunk| async move {
+                all.extend_from_slice(&chunk);
+                Ok(all)
+            },
+        )
+        .await?;
+    let facts = {
+        let content_type = content_type.clone();
+        tokio::task::spawn_blocking(move || analysis::analyse(&bytes, &content_type)).await?
+    };
+    if let Outcome::Decoded { thumbnail, .. } = &facts.outcome {
+        let mut file = tempfile::NamedTempFile::new_in(state.spool.path())?;
+        std::io::Write::write_all(&mut file, thumbnail)?;
+        state
+            .store
+            .commit(
+                &thumbnail_key(sha256),
+                file.into_temp_path(),
+                thumbnail.len() as u64,
+            )
+            .await?;
+    }
+    record(state, sha256, &facts).await?;
+    metrics::counter!("photos_processed_total", "state" => facts_state(&facts)).increment(1);
+    Ok(())
+}
+
+fn facts_state(facts: &Facts) -> &'static str {
+    match facts.outcome {
+        Outcome::Decoded { .. } => "processed",
+        Outcome::NotDecoded(_) => "not_decoded",
+        Outcome::Undecodable(_) => "undecodable",
+    }
+}
+
+/// Writes the facts and their audit entry in one transaction; a second writer of the same facts
+/// (a job redone after a crash) changes nothing.
+async fn record(state: &AppState, sha256: &str, facts: &Facts) -> anyhow::Result<()> {
+    let (phash, problem) = match &facts.outcome {
+        Outcome::Decoded { phash, .. } => (Some(*phash), None),
+        Outcome::NotDecoded(why) | Outcome::Undecodable(why) => (None, Some(why.as_str())),
+    };
+    let exif = &facts.exif;
+    // Fields in JCS order.
+    #[derive(Serialize)]
+    struct Processed<'a> {
+        exif_gps: Option<[f64; 2]>,
+        exif_offset: Option<&'a str>,
+        exif_time: Option<&'a str>,
+        height: Option<u32>,
+        phash: Option<String>,
+        problem: Option<&'a str>,
+        sha256: &'a str,
+        state: &'static str,
+        width: Option<u32>,
+    }
+    let data = Processed {
+        exif_gps: exif.gps.map(|(lat, lon)| [lat, lon]),
+        exif_offset: exif.offset.as_deref(),
+        exif_time: exif.taken_at.as_deref(),
+        height: facts.height,
+        phash: phash.map(|h| format!("{h:016x}")),
+        problem,
+        sha256,
+        state: facts_state(facts),
+        width: facts.width,
+    };
+    let entry = Entry::new(
+        "system",
+        "photo.processed",
+        format!("blob:{sha256}"),
+        serde_json::to_value(&data)?,
+    );
+    let dialect = state.db.dialect();
+    on_pool!(&state.db.write, |p| {
+        let mut tx = p.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO photo_facts (sha256, state, problem, width, height, taken_at, taken_offset,
+                 gps_lat, gps_lon, make, model, orientation, phash, has_thumbnail, processed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(data.state)
+        .bind(problem)
+        .bind(facts.width.map(i64::from))
+        .bind(facts.height.map(i64::from))
+        .bind(exif.taken_at.as_deref())
+        .bind(exif.offset.as_deref())
+        .bind(exif.gps.map(|g| g.0))
+        .bind(exif.gps.map(|g| g.1))
+        .bind(exif.make.as_deref())
+        .bind(exif.model.as_deref())
+        .bind(exif.orientation.map(i64::from))
+        // Stored as the signed 64-bit integer with the same bits.
+        .bind(phash.map(|h| h as i64))
+        .bind(matches!(facts.outcome, Outcome::Decoded { .. }))
+        .bind(crate::db::now())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            append_audit!(tx, dialect, std::slice::from_ref(&entry));
+        }
+        tx.commit().await?;
+        Ok::<_, AppError>(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e:?}"))
+}
