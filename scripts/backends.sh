@@ -5,7 +5,7 @@
 # Debian's if needed). Outside CI a backend that cannot be had is a warning; under CI=true it
 # fails the run.
 #
-# Exports: HUIKAN_TEST_PYTHON, HUIKAN_TEST_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+# Exports: HUIKAN_TEST_PYTHON, HUIKAN_TEST_PHOTOS, HUIKAN_TEST_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 # HUIKAN_TEST_PG_URL, PROFILE, PROFILE_DIR. Set HUIKAN_TEST_S3_ENDPOINT or HUIKAN_TEST_PG_URL
 # beforehand to use servers of your own.
 
@@ -70,6 +70,46 @@ if venv_ready || { setup_venv && venv_ready; }; then
     export HUIKAN_TEST_PYTHON="$VENV/bin/python"
 else
     missing "could not set up the Python venv at .venv (moto, tuspy)"
+fi
+
+# --- nasm: lets the JPEG decoder (libjpeg-turbo, built from source by the mozjpeg crate) use
+#     SIMD; without it the build still works, a little slower at decoding ---
+if ! command -v nasm >/dev/null 2>&1 && as_root && command -v apt-get >/dev/null 2>&1; then
+    log "installing nasm"
+    { apt-get install -y -qq nasm >/dev/null 2>&1 ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nasm >/dev/null 2>&1; }; } ||
+        log "WARNING: could not install nasm; JPEG decoding is built without SIMD"
+fi
+
+# --- Real photographs for the perceptual-hash tests: scikit-image's sample data (public domain
+#     or CC0, see its data README), taken from its wheel on PyPI into .cache/photos, once ---
+SKIMAGE_PIN='scikit-image==0.26.0'
+PHOTOS="$PWD/.cache/photos"
+PHOTO_NAMES='astronaut.png brick.png camera.png cell.png chelsea.png clock_motion.png coffee.png
+coins.png grass.png gravel.png hubble_deep_field.jpg ihc.png moon.png motorcycle_left.png page.png
+retina.jpg rocket.jpg text.png'
+fetch_photos() {
+    [[ -f "$PHOTOS/.complete" ]] && return 0
+    [[ -n "${HUIKAN_TEST_PYTHON:-}" ]] || return 1
+    log "fetching the sample photographs ($SKIMAGE_PIN's data, once)"
+    mkdir -p "$WORK/wheel" "$PHOTOS"
+    "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary :all: \
+        -d "$WORK/wheel" "$SKIMAGE_PIN" || return 1
+    # shellcheck disable=SC2086
+    "$VENV/bin/python" - "$PHOTOS" "$WORK"/wheel/*.whl $PHOTO_NAMES <<'EOF' || return 1
+import sys, zipfile
+out, wheel, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+with zipfile.ZipFile(wheel) as z:
+    for name in names:
+        with open(f"{out}/{name}", "wb") as f:
+            f.write(z.read(f"skimage/data/{name}"))
+EOF
+    touch "$PHOTOS/.complete"
+}
+if fetch_photos; then
+    export HUIKAN_TEST_PHOTOS="$PHOTOS"
+else
+    missing "could not fetch the sample photographs into .cache/photos"
 fi
 
 # --- S3: a moto server on a free loopback port, killed on exit ---

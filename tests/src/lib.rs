@@ -9,6 +9,14 @@ pub mod server;
 pub mod visits;
 
 pub use api::Api;
+
+/// The `p`th percentile (0–100) of `values`, by nearest rank; NaN when there are none.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * (sorted.len().max(1) - 1) as f64).round() as usize;
+    sorted.get(rank).copied().unwrap_or(f64::NAN)
+}
 pub use server::{Backend, TestServer};
 
 /// Generates one `#[tokio::test]` per backend for each named `async fn(TestServer)`.

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use futures::StreamExt;
-use huikan_tests::Api;
 use huikan_tests::photos::{distinct_copy, jpeg_of_about, sha256_hex};
 use huikan_tests::registry::{rows, utf8_bom, village};
 use huikan_tests::visits::visit;
+use huikan_tests::{Api, percentile};
 use serde_json::json;
 
 const VILLAGE: &str = "410327101001";
@@ -192,11 +192,4 @@ async fn export(
         }
     }
     Ok((bytes, first.unwrap_or_default(), started.elapsed()))
-}
-
-fn percentile(values: &[f64], p: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted.get(rank).copied().unwrap_or(f64::NAN)
 }
