@@ -88,17 +88,25 @@ struct Trail {
     items: Vec<Served>,
 }
 
-/// Everything that happened to one household, in order: registry versions, visits, photos,
-/// findings and decisions as they are recorded.
+/// Everything that happened to one household, in order: registry versions, visits, the photos
+/// they name (stored, processed), findings and decisions as they are recorded.
 async fn trail(
     State(state): State<AppState>,
     caller: Caller,
     Path(household_id): Path<String>,
 ) -> Result<Json<Trail>> {
     caller.require(AUDITORS)?;
+    // Entries that name the household, and those of the photos its visits name.
     let rows: Vec<Chained> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM audit_log WHERE household_id = $1 ORDER BY seq"
+            "SELECT {COLUMNS} FROM audit_log WHERE household_id = $1
+             UNION
+             SELECT {COLUMNS} FROM audit_log
+             WHERE action IN ('photo.stored', 'photo.processed')
+               AND subject IN (SELECT 'blob:' || sp.sha256 FROM submission_photos sp
+                               JOIN submissions s ON s.submission_id = sp.submission_id
+                               WHERE s.household_id = $1)
+             ORDER BY seq"
         ))
         .bind(&household_id)
         .fetch_all(p)
