@@ -21,14 +21,17 @@ use crate::on_pool;
 pub enum Kind {
     /// Subject: a blob's SHA-256.
     ProcessPhoto,
+    /// Subject: a submission id. Runs once all the visit's photos are processed.
+    CheckPhotos,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 1] = [Kind::ProcessPhoto];
+    pub const ALL: [Kind; 2] = [Kind::ProcessPhoto, Kind::CheckPhotos];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::ProcessPhoto => "process_photo",
+            Kind::CheckPhotos => "check_photos",
         }
     }
 
@@ -41,6 +44,7 @@ impl Kind {
 async fn run(state: &AppState, kind: Kind, subject: &str) -> anyhow::Result<()> {
     match kind {
         Kind::ProcessPhoto => crate::evidence::process_photo(state, subject).await,
+        Kind::CheckPhotos => crate::evidence::reuse::check_photos(state, subject).await,
     }
 }
 

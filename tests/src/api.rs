@@ -70,6 +70,13 @@ impl Api {
         self.request(Method::GET, path).send().await.expect("GET")
     }
 
+    /// GET expecting 200 and a JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("a JSON body")
+    }
+
     pub async fn head(&self, path: &str) -> Response {
         self.request(Method::HEAD, path).send().await.expect("HEAD")
     }

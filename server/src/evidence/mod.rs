@@ -3,6 +3,7 @@
 //! thumbnail beside the blob and records the facts with their audit entry, all idempotently.
 
 pub mod analysis;
+pub mod reuse;
 
 use futures::TryStreamExt;
 use serde::Serialize;
@@ -10,8 +11,10 @@ use serde::Serialize;
 use self::analysis::{Facts, Outcome};
 use crate::append_audit;
 use crate::audit::Entry;
+use crate::enqueue_jobs;
 use crate::error::AppError;
 use crate::http::AppState;
+use crate::jobs::Kind;
 use crate::on_pool;
 use crate::store::blob_key;
 
@@ -74,6 +77,7 @@ pub async fn process_photo(state: &AppState, sha256: &str) -> anyhow::Result<()>
             .await?;
     }
     record(state, sha256, &facts).await?;
+    state.jobs.notify();
     metrics::counter!("photos_processed_total", "state" => facts_state(&facts)).increment(1);
     Ok(())
 }
@@ -154,6 +158,18 @@ async fn record(state: &AppState, sha256: &str, facts: &Facts) -> anyhow::Result
         .rows_affected();
         if inserted == 1 {
             append_audit!(tx, dialect, std::slice::from_ref(&entry));
+            // The visits already naming this photo can now be checked.
+            let visits: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT submission_id FROM submission_photos WHERE sha256 = $1",
+            )
+            .bind(sha256)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|id: uuid::Uuid| id.to_string())
+            .collect();
+            let visits: Vec<&str> = visits.iter().map(String::as_str).collect();
+            enqueue_jobs!(tx, Kind::CheckPhotos, &visits);
         }
         tx.commit().await?;
         Ok::<_, AppError>(())

@@ -15,7 +15,9 @@ use uuid::Uuid;
 use crate::append_audit;
 use crate::audit::Entry;
 use crate::db::Db;
+use crate::enqueue_jobs;
 use crate::error::{Problem, Result};
+use crate::jobs::Kind;
 use crate::on_pool;
 
 /// A visit that fits the schema, with its content hash, ready to be stored.
@@ -262,6 +264,16 @@ pub async fn ingest(db: &Db, items: &[Incoming]) -> Result<Vec<Outcome>> {
                 .map(|(item, receipt)| audit_entry(item, receipt))
                 .collect();
             append_audit!(tx, dialect, &entries);
+            // Visits with photos are checked once their photos are processed.
+            let with_photos: Vec<String> = new_items
+                .iter()
+                .filter(|(item, _)| !item.photos.is_empty())
+                .map(|(item, _)| item.submission_id.to_string())
+                .collect();
+            if !with_photos.is_empty() {
+                let subjects: Vec<&str> = with_photos.iter().map(String::as_str).collect();
+                enqueue_jobs!(tx, Kind::CheckPhotos, &subjects);
+            }
         }
         tx.commit().await?;
         Ok(outcomes)

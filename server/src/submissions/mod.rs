@@ -44,6 +44,7 @@ async fn submit(
     caller.require(&[Role::FieldStaff])?;
     let item = Incoming::prepare(&body, caller.user_id, &caller.username)?;
     let outcome = state.submissions.submit(item).await?;
+    state.jobs.notify();
     record(&outcome);
     Ok(match outcome {
         Outcome::Created(receipt) => (StatusCode::CREATED, Json(receipt)).into_response(),
@@ -119,6 +120,7 @@ async fn push(
         .into_iter()
         .map(Some)
         .collect();
+    state.jobs.notify();
     let results = slots
         .into_iter()
         .zip(items)
@@ -248,6 +250,25 @@ impl From<PhotoRow> for PhotoView {
     }
 }
 
+/// A finding on the visit; `data` names what it points to (the other visit of a reused photo).
+#[derive(Serialize, sqlx::FromRow)]
+struct FindingView {
+    code: String,
+    severity: String,
+    detail: String,
+    subject: String,
+    #[serde(serialize_with = "raw_json")]
+    data: String,
+    rule_version: i64,
+}
+
+fn raw_json<S: serde::Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    let value: Box<serde_json::value::RawValue> =
+        serde_json::value::RawValue::from_string(text.to_owned())
+            .map_err(serde::ser::Error::custom)?;
+    value.serialize(serializer)
+}
+
 #[derive(Serialize)]
 struct SubmissionView {
     submission_id: Uuid,
@@ -263,7 +284,7 @@ struct SubmissionView {
     device_id: Option<String>,
     app_version: Option<String>,
     photos: Vec<PhotoView>,
-    findings: Vec<Value>,
+    findings: Vec<FindingView>,
 }
 
 async fn read(
@@ -302,6 +323,15 @@ async fn read(
         .await
     })?;
     let photos: Vec<PhotoView> = photos.into_iter().map(PhotoView::from).collect();
+    let findings: Vec<FindingView> = on_pool!(&state.db.read, |p| {
+        sqlx::query_as(
+            "SELECT code, severity, detail, subject, data, rule_version FROM findings
+             WHERE submission_id = $1 ORDER BY raised_at, code, subject",
+        )
+        .bind(id)
+        .fetch_all(p)
+        .await
+    })?;
     let mut content: Value = serde_json::from_str(&stored.content).map_err(anyhow::Error::from)?;
     if full_id_numbers {
         let data = serde_json::json!({"submission_id": stored.submission_id, "household_id": stored.household_id});
@@ -329,7 +359,7 @@ async fn read(
         device_id: stored.device_id,
         app_version: stored.app_version,
         photos,
-        findings: Vec::new(),
+        findings,
     }))
 }
 

@@ -15,10 +15,15 @@ backend_tests!(
     enqueued_photos_survive_a_crash,
     a_job_whose_worker_died_is_redone_after_its_lease,
     a_job_that_keeps_failing_is_parked,
+    a_photo_first_sent_for_another_household_is_found,
 );
 
 /// Uploads the photos and pushes one visit naming them all; returns the visit's id.
 async fn visit_with(field: &Api, photos: &[Vec<u8>]) -> String {
+    visit_to(field, "4103271010010001", photos).await
+}
+
+async fn visit_to(field: &Api, household_id: &str, photos: &[Vec<u8>]) -> String {
     let shas: Vec<String> = photos.iter().map(|p| sha256_hex(p)).collect();
     for (sha, photo) in shas.iter().zip(photos) {
         let stored = field.put_blob(sha, photo.clone()).await;
@@ -28,7 +33,7 @@ async fn visit_with(field: &Api, photos: &[Vec<u8>]) -> String {
         .iter()
         .map(|s| (s.as_str(), "housing_exterior"))
         .collect();
-    let body = visit("4103271010010001", &named);
+    let body = visit(household_id, &named);
     let id = body["submission_id"].as_str().unwrap().to_owned();
     let pushed = field
         .post_json("/v1/sync/push", &json!({"submissions": [body]}))
@@ -42,11 +47,8 @@ async fn processed(reader: &Api, submission_id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let visit: Value = reader
-            .get(&format!("/v1/submissions/{submission_id}"))
-            .await
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/v1/submissions/{submission_id}"))
+            .await;
         let photos = visit["photos"].as_array().unwrap();
         if photos.iter().all(|p| p["state"] != "pending") {
             return visit;
@@ -253,12 +255,7 @@ async fn a_job_whose_worker_died_is_redone_after_its_lease(server: TestServer) {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let visit: Value = field
-        .get(&format!("/v1/submissions/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let visit: Value = field.get_json(&format!("/v1/submissions/{id}")).await;
     assert_eq!(
         visit["photos"][0]["state"], "pending",
         "leased jobs wait for their lease"
@@ -300,4 +297,61 @@ async fn a_job_that_keeps_failing_is_parked(server: TestServer) {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The visit's findings once there are `expected` of them, or after `wait`.
+async fn findings_of(
+    reader: &Api,
+    submission_id: &str,
+    expected: usize,
+    wait: Duration,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let visit: Value = reader
+            .get_json(&format!("/v1/submissions/{submission_id}"))
+            .await;
+        let findings = visit["findings"].as_array().unwrap().clone();
+        if findings.len() >= expected || tokio::time::Instant::now() > deadline {
+            return findings;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn a_photo_first_sent_for_another_household_is_found(server: TestServer) {
+    let field = server.user("field_staff", &["410327101001"]).await;
+    let photo = jpeg(400, 300, 26, 90);
+    let sha = sha256_hex(&photo);
+    let first = visit_to(&field, "4103271010010001", std::slice::from_ref(&photo)).await;
+    let copied = visit_to(&field, "4103271010010002", std::slice::from_ref(&photo)).await;
+    let again = visit_to(&field, "4103271010010001", std::slice::from_ref(&photo)).await;
+
+    let findings = findings_of(&field, &copied, 1, Duration::from_secs(30)).await;
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    let finding = &findings[0];
+    assert_eq!(finding["code"], "photo_reused_exact");
+    assert_eq!(finding["severity"], "critical");
+    assert_eq!(finding["subject"], format!("photo:{sha}").as_str());
+    assert_eq!(finding["data"]["other_submission_id"], first.as_str());
+    assert_eq!(finding["data"]["other_household_id"], "4103271010010001");
+    // The household's own photo, first and sent again, is not a finding.
+    processed(&field, &again).await;
+    // Its check ran with the others' when the photo was processed; a little longer for a slow one.
+    let wait = Duration::from_secs(2);
+    assert!(findings_of(&field, &first, 1, wait).await.is_empty());
+    assert!(findings_of(&field, &again, 1, wait).await.is_empty());
+
+    let auditor = server.user("auditor", &[]).await;
+    let trail: Value = auditor
+        .get_json("/v1/audit/households/4103271010010002/trail")
+        .await;
+    let raised = trail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "finding.raised")
+        .expect("the finding in the household's trail");
+    assert_eq!(raised["data"]["code"], "photo_reused_exact");
+    assert_eq!(raised["data"]["other_submission_id"], first.as_str());
 }

@@ -171,17 +171,15 @@ async fn a_household_export_masks_id_numbers_unless_asked(server: TestServer) {
     // Both exports, and the read of whole ID numbers, are in the household's trail.
     let auditor = server.user("auditor", &[]).await;
     let trail: Value = auditor
-        .get("/v1/audit/households/4103271010010002/trail")
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v1/audit/households/4103271010010002/trail")
+        .await;
     let actions: Vec<&str> = trail["items"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["action"].as_str().unwrap())
-        .filter(|a| !a.starts_with("photo."))
+        // Photo processing and its findings (the activity reuses one photo) run in the background.
+        .filter(|a| !a.starts_with("photo.") && !a.starts_with("finding."))
         .collect();
     assert_eq!(
         actions,
