@@ -8,7 +8,8 @@
 //! source by its crate) with DCT scaling: at 1/2 to 1/8 of full size, just large enough for the
 //! thumbnail, which skips most of the decoding work. Other types go through the image crate.
 
-use std::io::Cursor;
+use std::io::{BufRead, BufReader, Cursor, Read, Seek, SeekFrom};
+use std::path::Path;
 
 use image::{DynamicImage, ImageFormat, RgbImage};
 use image_hasher::{HashAlg, HasherConfig};
@@ -61,8 +62,26 @@ pub struct Facts {
     pub outcome: Outcome,
 }
 
+/// The facts of the photo in the file at `path`, read through a small buffer: a 25 MiB photo is
+/// never held whole in memory.
+pub fn analyse_file(path: &Path, content_type: &str) -> Facts {
+    match std::fs::File::open(path) {
+        Ok(file) => analyse_source(file, content_type),
+        Err(e) => Facts {
+            width: None,
+            height: None,
+            exif: Exif::default(),
+            outcome: Outcome::Undecodable(format!("the stored file cannot be read: {e}")),
+        },
+    }
+}
+
 pub fn analyse(bytes: &[u8], content_type: &str) -> Facts {
-    let exif = read_exif(bytes);
+    analyse_source(Cursor::new(bytes), content_type)
+}
+
+fn analyse_source<R: Read + Seek>(mut source: R, content_type: &str) -> Facts {
+    let exif = read_exif(&mut source);
     let mut facts = Facts {
         width: None,
         height: None,
@@ -70,9 +89,9 @@ pub fn analyse(bytes: &[u8], content_type: &str) -> Facts {
         outcome: Outcome::Undecodable(String::new()),
     };
     let decoded = match content_type {
-        "image/jpeg" => decode_jpeg(bytes, &mut facts),
-        "image/png" => decode_other(bytes, ImageFormat::Png, &mut facts),
-        "image/webp" => decode_other(bytes, ImageFormat::WebP, &mut facts),
+        "image/jpeg" => decode_jpeg(&mut source, &mut facts),
+        "image/png" => decode_other(&mut source, ImageFormat::Png, &mut facts),
+        "image/webp" => decode_other(&mut source, ImageFormat::WebP, &mut facts),
         "image/heic" | "image/heif" => {
             facts.outcome =
                 Outcome::NotDecoded("HEIC is kept and its EXIF read, but not decoded".to_owned());
@@ -109,45 +128,75 @@ fn check_size(width: u32, height: u32) -> Result<(), String> {
 
 /// libjpeg treats a file cut short as a warning and fills the rest with grey; a phone always
 /// writes the end marker, so a main image (after its last start-of-scan) without one was cut.
-fn truncated(bytes: &[u8]) -> bool {
+fn truncated<R: Read + Seek>(source: &mut R) -> std::io::Result<bool> {
     // Nearly every file ends with its end marker (an embedded EXIF thumbnail's cannot be last).
-    let end = bytes.len() - bytes.iter().rev().take_while(|b| **b == 0).count();
-    if bytes[..end].ends_with(&[0xFF, 0xD9]) {
-        return false;
+    let len = source.seek(SeekFrom::End(0))?;
+    let tail_len = len.min(4096);
+    source.seek(SeekFrom::End(-(tail_len as i64)))?;
+    let mut tail = Vec::with_capacity(tail_len as usize);
+    source.take(tail_len).read_to_end(&mut tail)?;
+    let end = tail.len() - tail.iter().rev().take_while(|b| **b == 0).count();
+    if tail[..end].ends_with(&[0xFF, 0xD9]) {
+        return Ok(false);
     }
-    let Some(scan) = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) else {
-        return true;
-    };
-    !bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
+    // Otherwise: is there an end marker after the last start-of-scan?
+    source.seek(SeekFrom::Start(0))?;
+    let mut reader = BufReader::with_capacity(64 * 1024, source);
+    let (mut previous, mut scanning, mut ended) = (0u8, false, false);
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        for &byte in chunk {
+            if previous == 0xFF && byte == 0xDA {
+                (scanning, ended) = (true, false);
+            } else if previous == 0xFF && byte == 0xD9 && scanning {
+                ended = true;
+            }
+            previous = byte;
+        }
+        let n = chunk.len();
+        reader.consume(n);
+    }
+    Ok(!ended)
 }
 
-fn decode_jpeg(bytes: &[u8], facts: &mut Facts) -> Result<DynamicImage, String> {
-    if truncated(bytes) {
-        return Err("the JPEG is cut short: its image data has no end".to_owned());
+fn decode_jpeg<R: Read + Seek>(source: &mut R, facts: &mut Facts) -> Result<DynamicImage, String> {
+    match truncated(source) {
+        Ok(false) => {}
+        Ok(true) => return Err("the JPEG is cut short: its image data has no end".to_owned()),
+        Err(e) => return Err(format!("the file cannot be read: {e}")),
     }
+    source
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| format!("the file cannot be read: {e}"))?;
+    let reader = BufReader::with_capacity(64 * 1024, source);
     // libjpeg reports fatal errors by unwinding out of its error handler.
-    let decoded = std::panic::catch_unwind(|| -> Result<(u32, u32, RgbImage), String> {
-        let mut decompress = mozjpeg::Decompress::with_markers(&[])
-            .from_mem(bytes)
-            .map_err(|e| format!("not a readable JPEG: {e}"))?;
-        let (width, height) = decompress.size();
-        let (width, height) = (width as u32, height as u32);
-        check_size(width, height)?;
-        decompress.scale(scale_for(width.max(height)));
-        let mut started = decompress
-            .rgb()
-            .map_err(|e| format!("not a readable JPEG: {e}"))?;
-        let (w, h) = (started.width() as u32, started.height() as u32);
-        let pixels: Vec<u8> = started
-            .read_scanlines()
-            .map_err(|e| format!("the JPEG's image data is corrupt: {e}"))?;
-        started
-            .finish()
-            .map_err(|e| format!("the JPEG's image data is corrupt: {e}"))?;
-        let image = RgbImage::from_raw(w, h, pixels)
-            .ok_or("the JPEG decoded to fewer pixels than it declares")?;
-        Ok((width, height, image))
-    });
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+        || -> Result<(u32, u32, RgbImage), String> {
+            let mut decompress = mozjpeg::Decompress::with_markers(&[])
+                .from_reader(reader)
+                .map_err(|e| format!("not a readable JPEG: {e}"))?;
+            let (width, height) = decompress.size();
+            let (width, height) = (width as u32, height as u32);
+            check_size(width, height)?;
+            decompress.scale(scale_for(width.max(height)));
+            let mut started = decompress
+                .rgb()
+                .map_err(|e| format!("not a readable JPEG: {e}"))?;
+            let (w, h) = (started.width() as u32, started.height() as u32);
+            let pixels: Vec<u8> = started
+                .read_scanlines()
+                .map_err(|e| format!("the JPEG's image data is corrupt: {e}"))?;
+            started
+                .finish()
+                .map_err(|e| format!("the JPEG's image data is corrupt: {e}"))?;
+            let image = RgbImage::from_raw(w, h, pixels)
+                .ok_or("the JPEG decoded to fewer pixels than it declares")?;
+            Ok((width, height, image))
+        },
+    ));
     match decoded {
         Ok(Ok((width, height, image))) => {
             facts.width = Some(width);
@@ -165,30 +214,31 @@ fn scale_for(long_side: u32) -> u8 {
     numerator.clamp(1, 8) as u8
 }
 
-fn decode_other(
-    bytes: &[u8],
+fn decode_other<R: Read + Seek>(
+    source: &mut R,
     format: ImageFormat,
     facts: &mut Facts,
 ) -> Result<DynamicImage, String> {
-    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
+    let unreadable = |e: &dyn std::fmt::Display| format!("not a readable image: {e}");
+    source
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| unreadable(&e))?;
+    let mut reader = image::ImageReader::with_format(BufReader::new(&mut *source), format);
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     limits.max_image_width = Some(20_000);
     limits.max_image_height = Some(20_000);
-    reader.limits(limits);
-    let (width, height) = reader
-        .into_dimensions()
-        .map_err(|e| format!("not a readable image: {e}"))?;
+    reader.limits(limits.clone());
+    let (width, height) = reader.into_dimensions().map_err(|e| unreadable(&e))?;
     check_size(width, height)?;
     facts.width = Some(width);
     facts.height = Some(height);
-    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    source
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| unreadable(&e))?;
+    let mut reader = image::ImageReader::with_format(BufReader::new(&mut *source), format);
     reader.limits(limits);
-    let image = reader
-        .decode()
-        .map_err(|e| format!("not a readable image: {e}"))?;
+    let image = reader.decode().map_err(|e| unreadable(&e))?;
     // Full-size pixels are only needed small from here on.
     Ok(image.thumbnail(THUMBNAIL_SIZE * 2, THUMBNAIL_SIZE * 2))
 }
@@ -232,11 +282,14 @@ pub fn perceptual_hash(image: &DynamicImage) -> u64 {
     u64::from_be_bytes(word)
 }
 
-fn read_exif(bytes: &[u8]) -> Exif {
+fn read_exif<R: Read + Seek>(source: &mut R) -> Exif {
+    if source.seek(SeekFrom::Start(0)).is_err() {
+        return Exif::default();
+    }
     let mut reader = exif::Reader::new();
     reader.continue_on_error(true);
     let parsed = reader
-        .read_from_container(&mut Cursor::new(bytes))
+        .read_from_container(&mut BufReader::new(source))
         .or_else(|e| e.distill_partial_result(|_| {}));
     let Ok(parsed) = parsed else {
         return Exif::default();

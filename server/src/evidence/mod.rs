@@ -5,8 +5,9 @@
 pub mod analysis;
 pub mod reuse;
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 use serde::Serialize;
+use tokio::io::AsyncWriteExt;
 
 use self::analysis::{Facts, Outcome};
 use crate::append_audit;
@@ -30,40 +31,43 @@ pub fn thumbnail_key(sha256: &str) -> String {
 
 /// The `process_photo` job: facts, thumbnail and perceptual hash of one blob.
 pub async fn process_photo(state: &AppState, sha256: &str) -> anyhow::Result<()> {
-    let known: Option<(String, i64, bool)> = on_pool!(&state.db.read, |p| {
+    let known: Option<(String, bool)> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(
-            "SELECT b.content_type, b.size, f.sha256 IS NOT NULL FROM blobs b
+            "SELECT b.content_type, f.sha256 IS NOT NULL FROM blobs b
              LEFT JOIN photo_facts f ON f.sha256 = b.sha256 WHERE b.sha256 = $1",
         )
         .bind(sha256)
         .fetch_optional(p)
         .await
     })?;
-    let Some((content_type, size, processed)) = known else {
+    let Some((content_type, processed)) = known else {
         anyhow::bail!("no blob {sha256}");
     };
     if processed {
         return Ok(());
     }
-    let (stream, _) = state
-        .store
-        .open(&blob_key(sha256))
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("blob {sha256} is missing from the store"))?;
-    // Photos are bounded by the upload limit, so one is read whole.
-    let bytes: Vec<u8> = stream
-        .try_fold(
-            Vec::with_capacity(size.max(0) as usize),
-            |mut all, chunk| async move {
-                all.extend_from_slice(&chunk);
-                Ok(all)
-            },
-        )
-        .await?;
-    let facts = {
-        let content_type = content_type.clone();
-        tokio::task::spawn_blocking(move || analysis::analyse(&bytes, &content_type)).await?
+    // Analysed from a file through a small buffer, never whole in memory: the blob's own file,
+    // or a temporary copy of an S3 object.
+    let key = blob_key(sha256);
+    let (path, _copy) = match state.store.local_path(&key) {
+        Some(path) => (path, None),
+        None => {
+            let (mut stream, _) = state
+                .store
+                .open(&key)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("blob {sha256} is missing from the store"))?;
+            let copy = tempfile::NamedTempFile::new_in(state.spool.path())?;
+            let mut file = tokio::fs::File::from_std(copy.reopen()?);
+            while let Some(chunk) = stream.next().await {
+                file.write_all(&chunk?).await?;
+            }
+            file.flush().await?;
+            (copy.path().to_owned(), Some(copy))
+        }
     };
+    let facts =
+        tokio::task::spawn_blocking(move || analysis::analyse_file(&path, &content_type)).await?;
     if let Outcome::Decoded { thumbnail, .. } = &facts.outcome {
         let mut file = tempfile::NamedTempFile::new_in(state.spool.path())?;
         std::io::Write::write_all(&mut file, thumbnail)?;

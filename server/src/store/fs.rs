@@ -73,4 +73,8 @@ impl BlobStore for FsStore {
         anyhow::ensure!(meta.is_dir(), "{} is not a directory", self.root.display());
         Ok(())
     }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        Some(self.path(key))
+    }
 }

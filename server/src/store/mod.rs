@@ -39,6 +39,11 @@ pub trait BlobStore: Send + Sync {
 
     /// Whether the store answers.
     async fn health(&self) -> anyhow::Result<()>;
+
+    /// Where the object is as a local file, for stores that keep files.
+    fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// Where a photo's bytes live, sharded by the first bytes of its hash.
