@@ -66,8 +66,7 @@ pub async fn process_photo(state: &AppState, sha256: &str) -> anyhow::Result<()>
             (copy.path().to_owned(), Some(copy))
         }
     };
-    let facts =
-        tokio::task::spawn_blocking(move || analysis::analyse_file(&path, &content_type)).await?;
+    let facts = analyse_at_low_priority(path, content_type).await?;
     if let Outcome::Decoded { thumbnail, .. } = &facts.outcome {
         let mut file = tempfile::NamedTempFile::new_in(state.spool.path())?;
         std::io::Write::write_all(&mut file, thumbnail)?;
@@ -84,6 +83,32 @@ pub async fn process_photo(state: &AppState, sha256: &str) -> anyhow::Result<()>
     state.jobs.notify();
     metrics::counter!("photos_processed_total", "state" => facts_state(&facts)).increment(1);
     Ok(())
+}
+
+/// Runs the analysis on a thread of its own at low CPU priority: decoding photos is the heaviest
+/// work the server does, and uploads and visits must not wait for it on a small machine.
+async fn analyse_at_low_priority(
+    path: std::path::PathBuf,
+    content_type: String,
+) -> anyhow::Result<Facts> {
+    let (done, facts) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("photo-analysis".to_owned())
+        .spawn(move || {
+            lower_this_threads_priority();
+            let _ = done.send(analysis::analyse_file(&path, &content_type));
+        })?;
+    Ok(facts.await?)
+}
+
+/// On Linux, niceness belongs to a thread: `setpriority(PRIO_PROCESS, 0, …)` sets the calling
+/// thread's. Failure only means full priority.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority takes plain integers and changes only this thread's scheduling weight.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
 }
 
 fn facts_state(facts: &Facts) -> &'static str {

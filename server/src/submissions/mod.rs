@@ -43,8 +43,12 @@ async fn submit(
 ) -> Result<Response> {
     caller.require(&[Role::FieldStaff])?;
     let item = Incoming::prepare(&body, caller.user_id, &caller.username)?;
+    let has_photos = !item.photos.is_empty();
     let outcome = state.submissions.submit(item).await?;
-    state.jobs.notify();
+    if has_photos {
+        // Its photo check was enqueued.
+        state.jobs.notify();
+    }
     record(&outcome);
     Ok(match outcome {
         Outcome::Created(receipt) => (StatusCode::CREATED, Json(receipt)).into_response(),
@@ -120,7 +124,10 @@ async fn push(
         .into_iter()
         .map(Some)
         .collect();
-    state.jobs.notify();
+    if valid.iter().any(|item| !item.photos.is_empty()) {
+        // Photo checks were enqueued.
+        state.jobs.notify();
+    }
     let results = slots
         .into_iter()
         .zip(items)
