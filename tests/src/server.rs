@@ -59,6 +59,20 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Runs `statement` (one or several) on a fresh connection of type `C` to `url`.
+async fn run_sql<C>(url: &str, statement: &str) -> Result<(), String>
+where
+    C: sqlx::Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+{
+    let mut conn = C::connect(url).await.map_err(|e| e.to_string())?;
+    sqlx::raw_sql(statement)
+        .execute(&mut conn)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// A backend that is not there fails the run under CI and is skipped, loudly, elsewhere.
 fn unavailable(what: &str) -> Option<TestServer> {
     if in_ci() {
@@ -221,14 +235,7 @@ impl TestServer {
                     "sqlite://{}",
                     self.setup.data_dir.join("huikan.db").display()
                 );
-                let mut conn = sqlx::SqliteConnection::connect(&url)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                sqlx::raw_sql(statement)
-                    .execute(&mut conn)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                run_sql::<sqlx::SqliteConnection>(&url, statement).await
             }
             Backend::PostgresS3 => {
                 let url = self
@@ -236,14 +243,7 @@ impl TestServer {
                     .as_ref()
                     .map(|d| d.url.clone())
                     .unwrap_or_default();
-                let mut conn = sqlx::PgConnection::connect(&url)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                sqlx::raw_sql(statement)
-                    .execute(&mut conn)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                run_sql::<sqlx::PgConnection>(&url, statement).await
             }
         }
     }

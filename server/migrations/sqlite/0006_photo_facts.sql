@@ -3,7 +3,7 @@
 
 CREATE TABLE photo_facts (
     sha256        TEXT PRIMARY KEY REFERENCES blobs (sha256),
-    state         TEXT NOT NULL CHECK (state IN ('processed', 'not_decoded', 'undecodable')),
+    state         TEXT NOT NULL CHECK (state IN ('processed', 'not_decoded', 'undecodable')), -- processed: it has a thumbnail
     problem       TEXT,                 -- why it was not decoded
     width         INTEGER,
     height        INTEGER,
@@ -15,7 +15,6 @@ CREATE TABLE photo_facts (
     model         TEXT,
     orientation   INTEGER,
     phash         BIGINT,               -- 64-bit perceptual hash, as the signed integer of its bits
-    has_thumbnail BOOLEAN NOT NULL,
     processed_at  TEXT NOT NULL
 );
 

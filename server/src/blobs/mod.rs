@@ -314,8 +314,9 @@ async fn get_thumbnail(
     Path(sha256): Path<String>,
 ) -> Result<Response> {
     let (sha, _) = readable(&state, &caller, &sha256).await?;
-    let facts: Option<(String, bool)> = on_pool!(&state.db.read, |p| {
-        sqlx::query_as("SELECT state, has_thumbnail FROM photo_facts WHERE sha256 = $1")
+    // A processed photo, and only that, has a thumbnail.
+    let facts: Option<String> = on_pool!(&state.db.read, |p| {
+        sqlx::query_scalar("SELECT state FROM photo_facts WHERE sha256 = $1")
             .bind(sha.as_str())
             .fetch_optional(p)
             .await
@@ -324,7 +325,7 @@ async fn get_thumbnail(
         None => Err(AppError::not_found(
             "no thumbnail yet: the photo is not processed yet; try again shortly",
         )),
-        Some((state_name, false)) => Err(AppError::not_found(format!(
+        Some(state_name) if state_name != "processed" => Err(AppError::not_found(format!(
             "no thumbnail: the photo is {state_name}"
         ))),
         Some(_) => {

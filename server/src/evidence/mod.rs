@@ -162,8 +162,8 @@ async fn record(state: &AppState, sha256: &str, facts: &Facts) -> anyhow::Result
         let mut tx = p.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO photo_facts (sha256, state, problem, width, height, taken_at, taken_offset,
-                 gps_lat, gps_lon, make, model, orientation, phash, has_thumbnail, processed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                 gps_lat, gps_lon, make, model, orientation, phash, processed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (sha256) DO NOTHING",
         )
         .bind(sha256)
@@ -180,7 +180,6 @@ async fn record(state: &AppState, sha256: &str, facts: &Facts) -> anyhow::Result
         .bind(exif.orientation.map(i64::from))
         // Stored as the signed 64-bit integer with the same bits.
         .bind(phash.map(|h| h as i64))
-        .bind(matches!(facts.outcome, Outcome::Decoded { .. }))
         .bind(crate::db::now())
         .execute(&mut *tx)
         .await?

@@ -205,7 +205,6 @@ struct PhotoRow {
     gps_lon: Option<f64>,
     make: Option<String>,
     model: Option<String>,
-    has_thumbnail: Option<bool>,
 }
 
 /// A visit's photo with what processing found in it (`state` is `pending` until then).
@@ -236,7 +235,7 @@ impl From<PhotoRow> for PhotoView {
             (make, model) => make.or(model),
         };
         PhotoView {
-            thumbnail_url: (r.has_thumbnail == Some(true))
+            thumbnail_url: (r.state.as_deref() == Some("processed"))
                 .then(|| format!("/v1/blobs/{}/thumbnail", r.sha256)),
             exif_gps: r
                 .gps_lat
@@ -320,7 +319,7 @@ async fn read(
     let photos: Vec<PhotoRow> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(
             "SELECT sp.sha256, sp.kind, b.size, b.content_type, f.state, f.problem, f.width, f.height,
-                    f.taken_at, f.taken_offset, f.gps_lat, f.gps_lon, f.make, f.model, f.has_thumbnail
+                    f.taken_at, f.taken_offset, f.gps_lat, f.gps_lon, f.make, f.model
              FROM submission_photos sp JOIN blobs b ON b.sha256 = sp.sha256
              LEFT JOIN photo_facts f ON f.sha256 = sp.sha256
              WHERE sp.submission_id = $1 ORDER BY sp.position",
