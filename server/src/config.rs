@@ -70,6 +70,11 @@ pub struct Config {
     #[arg(long, env = "HUIKAN_JOB_MAX_ATTEMPTS", default_value_t = 5)]
     pub job_max_attempts: i32,
 
+    /// Photos whose perceptual hashes differ in at most this many of 64 bits are near-duplicates
+    /// (`photo_near_duplicate`); the default comes from measurements on real photographs.
+    #[arg(long, env = "HUIKAN_NEAR_DUPLICATE_BITS", default_value_t = crate::evidence::analysis::NEAR_DUPLICATE_BITS)]
+    pub near_duplicate_bits: u32,
+
     /// How long a presigned photo URL handed out for S3 stays valid, in seconds.
     #[arg(long, env = "HUIKAN_PRESIGN_TTL_SECS", default_value_t = 300)]
     pub presign_ttl_secs: u64,

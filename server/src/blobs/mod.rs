@@ -313,7 +313,7 @@ async fn get_thumbnail(
     caller: Caller,
     Path(sha256): Path<String>,
 ) -> Result<Response> {
-    let (sha, _) = readable(&state, &caller, &sha256).await?;
+    let (sha, blob) = readable(&state, &caller, &sha256).await?;
     // A processed photo, and only that, has a thumbnail.
     let facts: Option<String> = on_pool!(&state.db.read, |p| {
         sqlx::query_scalar("SELECT state FROM photo_facts WHERE sha256 = $1")
@@ -329,6 +329,7 @@ async fn get_thumbnail(
             "no thumbnail: the photo is {state_name}"
         ))),
         Some(_) => {
+            crate::evidence::ensure_thumbnail(&state, sha.as_str(), &blob.content_type).await?;
             let key = crate::evidence::thumbnail_key(sha.as_str());
             serve_object(&state, &key, "image/jpeg", &format!("{sha}-thumbnail")).await
         }

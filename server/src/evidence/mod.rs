@@ -3,6 +3,7 @@
 //! thumbnail beside the blob and records the facts with their audit entry, all idempotently.
 
 pub mod analysis;
+pub mod near;
 pub mod reuse;
 
 use futures::StreamExt;
@@ -46,8 +47,23 @@ pub async fn process_photo(state: &AppState, sha256: &str) -> anyhow::Result<()>
     if processed {
         return Ok(());
     }
-    // Analysed from a file through a small buffer, never whole in memory: the blob's own file,
-    // or a temporary copy of an S3 object.
+    let facts = analyse_blob(state, sha256, content_type).await?;
+    if let Outcome::Decoded { thumbnail, .. } = &facts.outcome {
+        store_thumbnail(state, sha256, thumbnail).await?;
+    }
+    record(state, sha256, &facts).await?;
+    state.jobs.notify();
+    metrics::counter!("photos_processed_total", "state" => facts_state(&facts)).increment(1);
+    Ok(())
+}
+
+/// Reads the blob from a file through a small buffer, never whole in memory: the blob's own file,
+/// or a temporary copy of an S3 object.
+async fn analyse_blob(
+    state: &AppState,
+    sha256: &str,
+    content_type: String,
+) -> anyhow::Result<Facts> {
     let key = blob_key(sha256);
     let (path, _copy) = match state.store.local_path(&key) {
         Some(path) => (path, None),
@@ -66,23 +82,43 @@ pub async fn process_photo(state: &AppState, sha256: &str) -> anyhow::Result<()>
             (copy.path().to_owned(), Some(copy))
         }
     };
-    let facts = analyse_at_low_priority(path, content_type).await?;
-    if let Outcome::Decoded { thumbnail, .. } = &facts.outcome {
-        let mut file = tempfile::NamedTempFile::new_in(state.spool.path())?;
-        std::io::Write::write_all(&mut file, thumbnail)?;
-        state
-            .store
-            .commit(
-                &thumbnail_key(sha256),
-                file.into_temp_path(),
-                thumbnail.len() as u64,
-            )
-            .await?;
+    analyse_at_low_priority(path, content_type).await
+}
+
+/// A thumbnail is derived from its photo and made again if lost, so it is stored without the
+/// fsyncs that photos get: those would compete with the uploads' own on the same disk.
+async fn store_thumbnail(state: &AppState, sha256: &str, thumbnail: &[u8]) -> anyhow::Result<()> {
+    let mut file = tempfile::NamedTempFile::new_in(state.spool.path())?;
+    std::io::Write::write_all(&mut file, thumbnail)?;
+    state
+        .store
+        .commit_derived(
+            &thumbnail_key(sha256),
+            file.into_temp_path(),
+            thumbnail.len() as u64,
+        )
+        .await
+}
+
+/// Makes a processed photo's thumbnail again where a crash lost it (a file store writes them
+/// without fsync), before it is served.
+pub async fn ensure_thumbnail(
+    state: &AppState,
+    sha256: &str,
+    content_type: &str,
+) -> anyhow::Result<()> {
+    let Some(path) = state.store.local_path(&thumbnail_key(sha256)) else {
+        return Ok(());
+    };
+    if tokio::fs::metadata(&path).await.is_ok_and(|m| m.len() > 0) {
+        return Ok(());
     }
-    record(state, sha256, &facts).await?;
-    state.jobs.notify();
-    metrics::counter!("photos_processed_total", "state" => facts_state(&facts)).increment(1);
-    Ok(())
+    tracing::warn!(sha256, "thumbnail lost; making it again");
+    let facts = analyse_blob(state, sha256, content_type.to_owned()).await?;
+    match &facts.outcome {
+        Outcome::Decoded { thumbnail, .. } => store_thumbnail(state, sha256, thumbnail).await,
+        _ => anyhow::bail!("photo {sha256} no longer decodes"),
+    }
 }
 
 /// Runs the analysis on a thread of its own at low CPU priority: decoding photos is the heaviest
@@ -162,8 +198,9 @@ async fn record(state: &AppState, sha256: &str, facts: &Facts) -> anyhow::Result
         let mut tx = p.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO photo_facts (sha256, state, problem, width, height, taken_at, taken_offset,
-                 gps_lat, gps_lon, make, model, orientation, phash, processed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                 gps_lat, gps_lon, make, model, orientation, phash, phash_band0, phash_band1,
+                 phash_band2, phash_band3, processed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
              ON CONFLICT (sha256) DO NOTHING",
         )
         .bind(sha256)
@@ -180,6 +217,10 @@ async fn record(state: &AppState, sha256: &str, facts: &Facts) -> anyhow::Result
         .bind(exif.orientation.map(i64::from))
         // Stored as the signed 64-bit integer with the same bits.
         .bind(phash.map(|h| h as i64))
+        .bind(phash.map(|h| near::band(h, 0)))
+        .bind(phash.map(|h| near::band(h, 1)))
+        .bind(phash.map(|h| near::band(h, 2)))
+        .bind(phash.map(|h| near::band(h, 3)))
         .bind(crate::db::now())
         .execute(&mut *tx)
         .await?

@@ -1,15 +1,23 @@
-//! The `check_photos` job of one visit, once all its photos are processed: a photo whose exact
-//! bytes were first evidence for a different household is the classic faked visit, raised as
-//! `photo_reused_exact` on the later visit, naming the first one. (A household's own photo sent
-//! again with its next visit is not.)
+//! The `check_photos` job of one visit, once all its photos are processed: evidence copied from
+//! another household is the classic faked visit.
+//! - `photo_reused_exact`: a photo whose exact bytes were first evidence for a different household,
+//!   raised on the later visit, naming the first one.
+//! - `photo_near_duplicate`: a photo within the near-duplicate threshold of a different photo sent
+//!   for a different household (recompressed, resized, cropped, brightened), raised on the later of
+//!   the two visits, naming the earlier. Photos are processed in any order, so whichever visit is
+//!   checked second finds the pair; when that is the earlier one, the finding goes on the other.
+//!
+//! A household's own photos, sent again or re-shot at its next visit, are neither.
 
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::append_audit;
 use crate::audit::Entry;
+use crate::enqueue_jobs;
 use crate::error::AppError;
 use crate::http::AppState;
+use crate::jobs::Kind;
 use crate::on_pool;
 
 /// Bumped when what the rule finds changes, so findings say which rule made them.
@@ -25,12 +33,14 @@ struct Visit {
 struct Photo {
     sha256: String,
     processed: bool,
+    phash: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
-struct Earlier {
+struct Other {
     submission_id: Uuid,
     household_id: String,
+    seq: i64,
 }
 
 pub async fn check_photos(state: &AppState, submission_id: &str) -> anyhow::Result<()> {
@@ -46,7 +56,7 @@ pub async fn check_photos(state: &AppState, submission_id: &str) -> anyhow::Resu
     };
     let photos: Vec<Photo> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(
-            "SELECT sp.sha256, f.sha256 IS NOT NULL AS processed FROM submission_photos sp
+            "SELECT sp.sha256, f.sha256 IS NOT NULL AS processed, f.phash FROM submission_photos sp
              LEFT JOIN photo_facts f ON f.sha256 = sp.sha256
              WHERE sp.submission_id = $1 ORDER BY sp.position",
         )
@@ -59,10 +69,11 @@ pub async fn check_photos(state: &AppState, submission_id: &str) -> anyhow::Resu
         return Ok(());
     }
     let mut findings = Vec::new();
+    let mut recheck = Vec::new();
     for photo in &photos {
-        let first: Option<Earlier> = on_pool!(&state.db.read, |p| {
+        let first: Option<Other> = on_pool!(&state.db.read, |p| {
             sqlx::query_as(
-                "SELECT s.submission_id, s.household_id FROM submission_photos sp
+                "SELECT s.submission_id, s.household_id, s.seq FROM submission_photos sp
                  JOIN submissions s ON s.submission_id = sp.submission_id
                  WHERE sp.sha256 = $1 AND s.seq < $2 ORDER BY s.seq LIMIT 1",
             )
@@ -79,8 +90,74 @@ pub async fn check_photos(state: &AppState, submission_id: &str) -> anyhow::Resu
                 &earlier,
             ));
         }
+        if let Some(phash) = photo.phash {
+            let this = Other {
+                submission_id: id,
+                household_id: visit.household_id.clone(),
+                seq: visit.seq,
+            };
+            let near = near_duplicate(state, &this, &photo.sha256, phash as u64).await;
+            let (finding, later) = near.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            findings.extend(finding);
+            recheck.extend(later.iter().map(Uuid::to_string));
+        }
     }
-    record(state, &findings).await
+    recheck.sort();
+    recheck.dedup();
+    record(state, &findings, &recheck).await
+}
+
+/// Where a photo near this one (or the photo itself) was first sent: if that was a different
+/// household's visit, this one copied it. Returns the finding, if any, and the later visits of
+/// other households with a photo near this one and no such finding yet: checked before this
+/// photo was processed, they could not see it, so they are checked again.
+async fn near_duplicate(
+    state: &AppState,
+    visit: &Other,
+    sha256: &str,
+    phash: u64,
+) -> Result<(Option<Finding>, Vec<Uuid>), AppError> {
+    let threshold = state.config.near_duplicate_bits;
+    let mut origin: Option<(Other, super::near::Near)> = None;
+    let mut recheck = Vec::new();
+    for near in super::near::within(&state.db.read, phash, threshold).await? {
+        let sent_with: Vec<(Other, bool)> = on_pool!(&state.db.read, |p| {
+            sqlx::query_as(
+                "SELECT s.submission_id, s.household_id, s.seq,
+                        EXISTS (SELECT 1 FROM findings f WHERE f.submission_id = s.submission_id
+                                AND f.code = 'photo_near_duplicate' AND f.subject = 'photo:' || $1)
+                 FROM submission_photos sp JOIN submissions s ON s.submission_id = sp.submission_id
+                 WHERE sp.sha256 = $1",
+            )
+            .bind(&near.sha256)
+            .fetch_all(p)
+            .await
+            .map(|rows: Vec<(Uuid, String, i64, bool)>| {
+                rows.into_iter()
+                    .map(|(submission_id, household_id, seq, found)| {
+                        let other = Other {
+                            submission_id,
+                            household_id,
+                            seq,
+                        };
+                        (other, found)
+                    })
+                    .collect()
+            })
+        })?;
+        for (other, found) in sent_with {
+            if other.seq > visit.seq && other.household_id != visit.household_id && !found {
+                recheck.push(other.submission_id);
+            }
+            if other.seq < visit.seq && origin.as_ref().is_none_or(|(o, _)| other.seq < o.seq) {
+                origin = Some((other, near.clone()));
+            }
+        }
+    }
+    let finding = origin
+        .filter(|(o, near)| o.household_id != visit.household_id && near.sha256 != sha256)
+        .map(|(o, near)| Finding::near_duplicate(visit, sha256, &o, &near, threshold));
+    Ok((finding, recheck))
 }
 
 /// A finding as stored and recorded. Fields in JCS order: it is also the audit entry's data.
@@ -88,8 +165,12 @@ pub async fn check_photos(state: &AppState, submission_id: &str) -> anyhow::Resu
 struct Finding {
     code: &'static str,
     detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    distance: Option<u32>,
     household_id: String,
     other_household_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    other_photo: Option<String>,
     other_submission_id: Uuid,
     rule_version: i64,
     severity: &'static str,
@@ -102,7 +183,7 @@ impl Finding {
         submission_id: Uuid,
         household_id: &str,
         sha256: &str,
-        earlier: &Earlier,
+        earlier: &Other,
     ) -> Finding {
         Finding {
             code: "photo_reused_exact",
@@ -110,8 +191,10 @@ impl Finding {
                 "photo {sha256} is the same file already submitted for household {} (visit {})",
                 earlier.household_id, earlier.submission_id
             ),
+            distance: None,
             household_id: household_id.to_owned(),
             other_household_id: earlier.household_id.clone(),
+            other_photo: None,
             other_submission_id: earlier.submission_id,
             rule_version: RULE_VERSION,
             severity: "critical",
@@ -119,11 +202,40 @@ impl Finding {
             submission_id,
         }
     }
+
+    fn near_duplicate(
+        later: &Other,
+        sha256: &str,
+        earlier: &Other,
+        other_photo: &super::near::Near,
+        threshold: u32,
+    ) -> Finding {
+        Finding {
+            code: "photo_near_duplicate",
+            detail: format!(
+                "photo {sha256} looks like photo {} first sent for household {} (visit {}): their perceptual hashes differ in {} of 64 bits, within the threshold of {threshold}",
+                other_photo.sha256,
+                earlier.household_id,
+                earlier.submission_id,
+                other_photo.distance
+            ),
+            distance: Some(other_photo.distance),
+            household_id: later.household_id.clone(),
+            other_household_id: earlier.household_id.clone(),
+            other_photo: Some(other_photo.sha256.clone()),
+            other_submission_id: earlier.submission_id,
+            rule_version: RULE_VERSION,
+            severity: "critical",
+            subject: format!("photo:{sha256}"),
+            submission_id: later.submission_id,
+        }
+    }
 }
 
-/// Stores the findings not raised yet, each with its audit entry, in one transaction.
-async fn record(state: &AppState, findings: &[Finding]) -> anyhow::Result<()> {
-    if findings.is_empty() {
+/// Stores the findings not raised yet, each with its audit entry, and enqueues the visits to
+/// check again, in one transaction.
+async fn record(state: &AppState, findings: &[Finding], recheck: &[String]) -> anyhow::Result<()> {
+    if findings.is_empty() && recheck.is_empty() {
         return Ok(());
     }
     let dialect = state.db.dialect();
@@ -132,10 +244,14 @@ async fn record(state: &AppState, findings: &[Finding]) -> anyhow::Result<()> {
         let mut tx = p.begin().await?;
         let mut raised = Vec::new();
         for finding in findings {
-            let data = serde_json::json!({
+            let mut data = serde_json::json!({
                 "other_submission_id": finding.other_submission_id,
                 "other_household_id": finding.other_household_id,
             });
+            if let (Some(photo), Some(distance)) = (&finding.other_photo, finding.distance) {
+                data["other_photo"] = photo.as_str().into();
+                data["distance"] = distance.into();
+            }
             let inserted = sqlx::query(
                 "INSERT INTO findings (finding_id, submission_id, household_id, code, severity, subject,
                      detail, data, rule_version, raised_at)
@@ -166,8 +282,14 @@ async fn record(state: &AppState, findings: &[Finding]) -> anyhow::Result<()> {
             }
         }
         append_audit!(tx, dialect, &raised);
+        let recheck: Vec<&str> = recheck.iter().map(String::as_str).collect();
+        enqueue_jobs!(tx, Kind::CheckPhotos, &recheck);
         tx.commit().await?;
         Ok::<_, AppError>(())
     })
-    .map_err(|e| anyhow::anyhow!("{e:?}"))
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    if !recheck.is_empty() {
+        state.jobs.notify();
+    }
+    Ok(())
 }

@@ -46,6 +46,23 @@ impl BlobStore for FsStore {
         .await?
     }
 
+    async fn commit_derived(
+        &self,
+        key: &str,
+        file: tempfile::TempPath,
+        _: u64,
+    ) -> anyhow::Result<()> {
+        let dest = self.path(key);
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let dir = dest.parent().context("blob key without a directory")?;
+            std::fs::create_dir_all(dir)?;
+            file.persist(&dest)
+                .with_context(|| format!("renaming into {}", dest.display()))?;
+            Ok(())
+        })
+        .await?
+    }
+
     async fn open(&self, key: &str) -> anyhow::Result<Option<(ByteStream, u64)>> {
         let file = match tokio::fs::File::open(self.path(key)).await {
             Ok(file) => file,

@@ -23,6 +23,17 @@ pub trait BlobStore: Send + Sync {
     /// same bytes is harmless, which is what two concurrent uploads of one photo do.
     async fn commit(&self, key: &str, file: tempfile::TempPath, len: u64) -> anyhow::Result<()>;
 
+    /// Like `commit`, for objects derived from others and made again if lost (thumbnails): a
+    /// store may skip what makes `commit` durable.
+    async fn commit_derived(
+        &self,
+        key: &str,
+        file: tempfile::TempPath,
+        len: u64,
+    ) -> anyhow::Result<()> {
+        self.commit(key, file, len).await
+    }
+
     /// The object's bytes and length, or `None` if there is no such object.
     async fn open(&self, key: &str) -> anyhow::Result<Option<(ByteStream, u64)>>;
 

@@ -225,6 +225,8 @@ struct PhotoView {
     exif_gps: Option<serde_json::Value>,
     camera: Option<String>,
     thumbnail_url: Option<String>,
+    /// From the visit's `photo_near_duplicate` finding on this photo: what it looks like.
+    near_duplicates: Vec<Value>,
 }
 
 impl From<PhotoRow> for PhotoView {
@@ -252,6 +254,7 @@ impl From<PhotoRow> for PhotoView {
             exif_time: r.taken_at,
             exif_offset: r.taken_offset,
             camera,
+            near_duplicates: Vec::new(),
         }
     }
 }
@@ -328,7 +331,6 @@ async fn read(
         .fetch_all(p)
         .await
     })?;
-    let photos: Vec<PhotoView> = photos.into_iter().map(PhotoView::from).collect();
     let findings: Vec<FindingView> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(
             "SELECT code, severity, detail, subject, data, rule_version FROM findings
@@ -338,6 +340,15 @@ async fn read(
         .fetch_all(p)
         .await
     })?;
+    let mut photos: Vec<PhotoView> = photos.into_iter().map(PhotoView::from).collect();
+    for photo in &mut photos {
+        let subject = format!("photo:{}", photo.sha256);
+        photo.near_duplicates = findings
+            .iter()
+            .filter(|f| f.code == "photo_near_duplicate" && f.subject == subject)
+            .filter_map(|f| serde_json::from_str(&f.data).ok())
+            .collect();
+    }
     let mut content: Value = serde_json::from_str(&stored.content).map_err(anyhow::Error::from)?;
     if full_id_numbers {
         let data = serde_json::json!({"submission_id": stored.submission_id, "household_id": stored.household_id});

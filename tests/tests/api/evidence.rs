@@ -16,6 +16,9 @@ backend_tests!(
     a_job_whose_worker_died_is_redone_after_its_lease,
     a_job_that_keeps_failing_is_parked,
     a_photo_first_sent_for_another_household_is_found,
+    a_copy_of_another_households_photo_is_a_near_duplicate,
+    a_heic_photo_is_kept_with_its_exif_but_not_decoded,
+    a_lost_thumbnail_is_made_again,
 );
 
 /// Uploads the photos and pushes one visit naming them all; returns the visit's id.
@@ -354,4 +357,155 @@ async fn a_photo_first_sent_for_another_household_is_found(server: TestServer) {
         .expect("the finding in the household's trail");
     assert_eq!(raised["data"]["code"], "photo_reused_exact");
     assert_eq!(raised["data"]["other_submission_id"], first.as_str());
+}
+
+/// A copy a forger would make: brightened 10 % and recompressed at quality 60.
+fn forged_copy(photo: &[u8]) -> Vec<u8> {
+    let mut pixels = image::load_from_memory(photo).unwrap().to_rgb8();
+    for pixel in pixels.pixels_mut() {
+        for c in pixel.0.iter_mut() {
+            *c = (f32::from(*c) * 1.1).round().min(255.0) as u8;
+        }
+    }
+    let mut out = Vec::new();
+    pixels
+        .write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+            &mut out, 60,
+        ))
+        .unwrap();
+    out
+}
+
+fn phash(photo: &[u8]) -> u64 {
+    match huikan_server::evidence::analysis::analyse(photo, "image/jpeg").outcome {
+        huikan_server::evidence::analysis::Outcome::Decoded { phash, .. } => phash,
+        other => panic!("not decoded: {other:?}"),
+    }
+}
+
+async fn a_copy_of_another_households_photo_is_a_near_duplicate(server: TestServer) {
+    let field = server.user("field_staff", &["410327101001"]).await;
+    let original = jpeg(640, 480, 41, 92);
+    let copy = forged_copy(&original);
+    // The same scene turned upside down: another photograph as far as the hash goes.
+    let unrelated = {
+        let upside_down = image::load_from_memory(&original).unwrap().rotate180();
+        let mut out = Vec::new();
+        upside_down
+            .write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+                &mut out, 90,
+            ))
+            .unwrap();
+        out
+    };
+    let threshold = huikan_server::evidence::analysis::NEAR_DUPLICATE_BITS;
+    let distance = (phash(&original) ^ phash(&copy)).count_ones();
+    assert!(distance <= threshold, "the copy is {distance} bits off");
+    let far = (phash(&original) ^ phash(&unrelated)).count_ones();
+    assert!(
+        far > threshold,
+        "the unrelated photo is only {far} bits off"
+    );
+
+    let first = visit_to(&field, "4103271010010001", std::slice::from_ref(&original)).await;
+    processed(&field, &first).await;
+    let copied = visit_to(&field, "4103271010010002", std::slice::from_ref(&copy)).await;
+    let other = visit_to(&field, "4103271010010003", std::slice::from_ref(&unrelated)).await;
+    // The first household photographing its own house again is no finding.
+    let reshot = forged_copy(&jpeg(640, 480, 41, 85));
+    assert!((phash(&original) ^ phash(&reshot)).count_ones() <= threshold);
+    let again = visit_to(&field, "4103271010010001", &[reshot]).await;
+
+    let findings = findings_of(&field, &copied, 1, Duration::from_secs(30)).await;
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    let finding = &findings[0];
+    assert_eq!(finding["code"], "photo_near_duplicate");
+    assert_eq!(
+        finding["subject"],
+        format!("photo:{}", sha256_hex(&copy)).as_str()
+    );
+    assert_eq!(finding["data"]["other_submission_id"], first.as_str());
+    assert_eq!(finding["data"]["other_household_id"], "4103271010010001");
+    assert_eq!(
+        finding["data"]["other_photo"],
+        sha256_hex(&original).as_str()
+    );
+    assert_eq!(finding["data"]["distance"], distance);
+    let visit = processed(&field, &copied).await;
+    assert_eq!(
+        visit["photos"][0]["near_duplicates"][0]["other_photo"],
+        sha256_hex(&original).as_str()
+    );
+
+    processed(&field, &other).await;
+    processed(&field, &again).await;
+    let wait = Duration::from_secs(2);
+    for quiet in [&first, &other, &again] {
+        let findings = findings_of(&field, quiet, 1, wait).await;
+        assert!(findings.is_empty(), "{quiet}: {findings:?}");
+    }
+    let auditor = server.user("auditor", &[]).await;
+    let trail: Value = auditor
+        .get_json("/v1/audit/households/4103271010010002/trail")
+        .await;
+    assert!(
+        trail["items"].as_array().unwrap().iter().any(|e| e["action"] == "finding.raised"
+            && e["data"]["code"] == "photo_near_duplicate"),
+        "{trail}"
+    );
+}
+
+async fn a_heic_photo_is_kept_with_its_exif_but_not_decoded(server: TestServer) {
+    let field = server.user("field_staff", &["410327101001"]).await;
+    let heic = include_bytes!("../../data/sample.heic").to_vec();
+    let id = visit_with(&field, std::slice::from_ref(&heic)).await;
+    let visit = processed(&field, &id).await;
+    let photo = &visit["photos"][0];
+    assert_eq!(photo["content_type"], "image/heic");
+    assert_eq!(photo["state"], "not_decoded", "{photo}");
+    assert_eq!(photo["exif_time"], "2026-11-20T09:30:00", "{photo}");
+    assert_eq!(photo["exif_offset"], "+08:00");
+    assert_eq!(photo["camera"], "HuikanTest HEIC-1");
+    let gps = &photo["exif_gps"];
+    assert!((gps["lat"].as_f64().unwrap() - 30.25).abs() < 1e-6, "{gps}");
+    assert!((gps["lon"].as_f64().unwrap() - 103.5).abs() < 1e-6, "{gps}");
+    assert!(photo["thumbnail_url"].is_null());
+    let thumbnail = field
+        .get(&format!("/v1/blobs/{}/thumbnail", sha256_hex(&heic)))
+        .await;
+    assert_eq!(thumbnail.status(), 404);
+    // The photo itself is kept as sent.
+    let mut stored = field.get(&format!("/v1/blobs/{}", sha256_hex(&heic))).await;
+    if stored.status() == 307 {
+        let location = stored.headers()["location"].to_str().unwrap().to_owned();
+        stored = reqwest::get(location).await.unwrap();
+    }
+    assert_eq!(stored.bytes().await.unwrap().as_ref(), heic.as_slice());
+}
+
+/// Thumbnails are written without fsync (they are derived): one a crash left empty or lost is
+/// made again when asked for. (Only a file store can lose one; on S3 this checks the serving.)
+async fn a_lost_thumbnail_is_made_again(server: TestServer) {
+    let field = server.user("field_staff", &["410327101001"]).await;
+    let photo = jpeg(800, 600, 51, 90);
+    let sha = sha256_hex(&photo);
+    let id = visit_with(&field, std::slice::from_ref(&photo)).await;
+    processed(&field, &id).await;
+    let file = server.data_dir().join(format!(
+        "thumbnails/{}/{}/{sha}.jpg",
+        &sha[0..2],
+        &sha[2..4]
+    ));
+    if server.backend == Backend::Embedded {
+        assert!(file.exists(), "{}", file.display());
+        std::fs::write(&file, b"").unwrap();
+    }
+    let mut thumbnail = field.get(&format!("/v1/blobs/{sha}/thumbnail")).await;
+    if thumbnail.status() == 307 {
+        let location = thumbnail.headers()["location"].to_str().unwrap().to_owned();
+        thumbnail = reqwest::get(location).await.unwrap();
+    }
+    assert_eq!(thumbnail.status(), 200);
+    let image = image::load_from_memory(&thumbnail.bytes().await.unwrap()).unwrap();
+    assert_eq!((image.width(), image.height()), (320, 240));
 }
