@@ -82,7 +82,7 @@ pub async fn within(pool: &Pool, hash: u64, distance: u32) -> Result<Vec<Near>, 
                     )
                 })
                 .collect::<Vec<_>>()
-                .join(" UNION ");
+                .join(" UNION ALL ");
             let sql = format!("SELECT json_group_array(phash) FROM ({probed})");
             let mut query = sqlx::query_scalar(&sql);
             for values in &probes {
@@ -125,7 +125,7 @@ pub async fn within(pool: &Pool, hash: u64, distance: u32) -> Result<Vec<Near>, 
                     )
                 })
                 .collect::<Vec<_>>()
-                .join(" UNION ");
+                .join(" UNION ALL ");
             let mut query = sqlx::query_as(&sql);
             for values in &probes {
                 query = query.bind(values);
@@ -137,7 +137,9 @@ pub async fn within(pool: &Pool, hash: u64, distance: u32) -> Result<Vec<Near>, 
                 .await?
         }
     };
+    // A photo close in several bands is found by each of their probes.
     found.sort_by_key(|(sha256, phash)| ((*phash as u64 ^ hash).count_ones(), sha256.clone()));
+    found.dedup();
     Ok(found
         .into_iter()
         .map(|(sha256, phash)| Near {
