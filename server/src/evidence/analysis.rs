@@ -81,7 +81,7 @@ pub fn analyse(bytes: &[u8], content_type: &str) -> Facts {
 }
 
 fn analyse_source<R: Read + Seek>(mut source: R, content_type: &str) -> Facts {
-    let exif = read_exif(&mut source);
+    let exif = read_exif(&mut source, content_type);
     let mut facts = Facts {
         width: None,
         height: None,
@@ -124,6 +124,41 @@ fn check_size(width: u32, height: u32) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The TIFF data of a JPEG's EXIF segment (APP1 starting `Exif\0\0`), from the segments before
+/// the first start-of-scan; `None` if there is none or the headers are malformed (the decoder
+/// then says what is wrong with the file).
+fn jpeg_exif_segment<R: Read>(source: &mut R) -> Option<Vec<u8>> {
+    let mut marker = [0u8; 2];
+    source.read_exact(&mut marker).ok()?;
+    if marker != [0xFF, 0xD8] {
+        return None;
+    }
+    loop {
+        source.read_exact(&mut marker).ok()?;
+        if marker[0] != 0xFF {
+            return None;
+        }
+        match marker[1] {
+            // Fill bytes before a marker.
+            0xFF => continue,
+            // Start of scan or end of image: no EXIF in the headers.
+            0xDA | 0xD9 => return None,
+            // Markers without a length.
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let mut length = [0u8; 2];
+        source.read_exact(&mut length).ok()?;
+        let length = usize::from(u16::from_be_bytes(length)).checked_sub(2)?;
+        let mut segment = vec![0u8; length];
+        source.read_exact(&mut segment).ok()?;
+        if marker[1] == 0xE1 && segment.starts_with(b"Exif\0\0") {
+            segment.drain(..6);
+            return Some(segment);
+        }
+    }
 }
 
 /// libjpeg treats a file cut short as a warning and fills the rest with grey; a phone always
@@ -270,27 +305,38 @@ fn thumbnail(image: &DynamicImage) -> Vec<u8> {
 /// median, which recompression, resizing, small crops and brightness changes barely move. (The
 /// mean, which the DC term dominates, leaves most bits equal across unrelated photos.)
 pub fn perceptual_hash(image: &DynamicImage) -> u64 {
-    let hasher = HasherConfig::new()
-        .hash_size(8, 8)
-        .preproc_dct()
-        .hash_alg(HashAlg::Median)
-        .to_hasher();
-    let hash = hasher.hash_image(image);
+    // Built once: the hasher plans its DCT when made.
+    static HASHER: std::sync::LazyLock<image_hasher::Hasher> = std::sync::LazyLock::new(|| {
+        HasherConfig::new()
+            .hash_size(8, 8)
+            .preproc_dct()
+            .hash_alg(HashAlg::Median)
+            .to_hasher()
+    });
+    let hash = HASHER.hash_image(image);
     let bytes = hash.as_bytes();
     let mut word = [0u8; 8];
     word[..bytes.len().min(8)].copy_from_slice(&bytes[..bytes.len().min(8)]);
     u64::from_be_bytes(word)
 }
 
-fn read_exif<R: Read + Seek>(source: &mut R) -> Exif {
+fn read_exif<R: Read + Seek>(source: &mut R, content_type: &str) -> Exif {
     if source.seek(SeekFrom::Start(0)).is_err() {
         return Exif::default();
     }
     let mut reader = exif::Reader::new();
     reader.continue_on_error(true);
-    let parsed = reader
-        .read_from_container(&mut BufReader::new(source))
-        .or_else(|e| e.distill_partial_result(|_| {}));
+    let parsed = if content_type == "image/jpeg" {
+        // kamadak-exif's container reader reads a JPEG without EXIF to its end looking for it;
+        // EXIF can only come before the image data, so only the headers are walked.
+        match jpeg_exif_segment(&mut BufReader::new(source)) {
+            Some(tiff) => reader.read_raw(tiff),
+            None => return Exif::default(),
+        }
+    } else {
+        reader.read_from_container(&mut BufReader::new(source))
+    };
+    let parsed = parsed.or_else(|e| e.distill_partial_result(|_| {}));
     let Ok(parsed) = parsed else {
         return Exif::default();
     };
