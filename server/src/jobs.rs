@@ -49,7 +49,9 @@ async fn run(state: &AppState, kind: Kind, subject: &str) -> anyhow::Result<()> 
 }
 
 /// Enqueues `(kind, subject)` jobs inside an open transaction `$tx`; a job already queued for the
-/// same subject is not doubled. A macro because it runs in both arms of `on_pool!`. Wake the
+/// same subject is not doubled. A job that is running when it is enqueued again is released to
+/// run once more (its worker's finish no longer matches it): the run under way may have read the
+/// world from before this change. A macro because it runs in both arms of `on_pool!`. Wake the
 /// workers with [`Wakeup::notify`] after the commit.
 #[macro_export]
 macro_rules! enqueue_jobs {
@@ -66,7 +68,11 @@ macro_rules! enqueue_jobs {
                     .push_bind(now)
                     .push_bind(now);
             });
-            q.push(" ON CONFLICT (kind, subject) DO NOTHING");
+            q.push(
+                " ON CONFLICT (kind, subject) DO UPDATE
+                  SET ready_at = excluded.ready_at, leased_by = NULL, attempts = 0
+                  WHERE jobs.leased_by IS NOT NULL",
+            );
             q.build().execute(&mut *$tx).await?;
         }
     }};

@@ -19,6 +19,7 @@ backend_tests!(
     a_copy_of_another_households_photo_is_a_near_duplicate,
     a_heic_photo_is_kept_with_its_exif_but_not_decoded,
     a_lost_thumbnail_is_made_again,
+    a_job_enqueued_again_while_it_runs_runs_again,
 );
 
 /// Uploads the photos and pushes one visit naming them all; returns the visit's id.
@@ -508,4 +509,33 @@ async fn a_lost_thumbnail_is_made_again(server: TestServer) {
     assert_eq!(thumbnail.status(), 200);
     let image = image::load_from_memory(&thumbnail.bytes().await.unwrap()).unwrap();
     assert_eq!((image.width(), image.height()), (320, 240));
+}
+
+/// A check that is running when a change it must see commits (here: a visit pushed while a
+/// worker holds its check) runs again, rather than the new request being swallowed by the old.
+async fn a_job_enqueued_again_while_it_runs_runs_again(server: TestServer) {
+    let field = server.user("field_staff", &["410327101001"]).await;
+    let photo = jpeg(400, 300, 27, 90);
+    let sha = sha256_hex(&photo);
+    let first = visit_to(&field, "4103271010010001", std::slice::from_ref(&photo)).await;
+    processed(&field, &first).await;
+    let copied = visit("4103271010010002", &[(sha.as_str(), "housing_exterior")]);
+    let copied_id = copied["submission_id"].as_str().unwrap().to_owned();
+    // A worker holds the check of that visit for the next hour.
+    server
+        .sql(&format!(
+            "INSERT INTO jobs (kind, subject, attempts, ready_at, leased_by, enqueued_at)
+             VALUES ('check_photos', '{copied_id}', 1, {}, 'a-busy-worker', {});",
+            in_seconds(&server, 3600),
+            in_seconds(&server, 0)
+        ))
+        .await
+        .unwrap();
+    let pushed = field
+        .post_json("/v1/sync/push", &json!({"submissions": [copied]}))
+        .await;
+    assert_eq!(pushed.status(), 200);
+    let findings = findings_of(&field, &copied_id, 1, Duration::from_secs(30)).await;
+    assert_eq!(findings.len(), 1, "the check ran again: {findings:?}");
+    assert_eq!(findings[0]["code"], "photo_reused_exact");
 }
