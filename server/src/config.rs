@@ -75,6 +75,11 @@ pub struct Config {
     #[arg(long, env = "HUIKAN_NEAR_DUPLICATE_BITS", default_value_t = crate::evidence::analysis::NEAR_DUPLICATE_BITS)]
     pub near_duplicate_bits: u32,
 
+    /// The income line in yuan per person per year: a visit reporting less fails the income
+    /// guarantee (`income_below_line`).
+    #[arg(long, env = "HUIKAN_INCOME_LINE_YUAN", default_value_t = 4000.0)]
+    pub income_line_yuan: f64,
+
     /// How long a presigned photo URL handed out for S3 stays valid, in seconds.
     #[arg(long, env = "HUIKAN_PRESIGN_TTL_SECS", default_value_t = 300)]
     pub presign_ttl_secs: u64,

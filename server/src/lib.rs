@@ -12,6 +12,7 @@ pub mod evidence;
 pub mod http;
 pub mod jobs;
 pub mod privacy;
+pub mod reconcile;
 pub mod registry;
 pub mod store;
 pub mod submissions;

@@ -222,13 +222,21 @@ fn scope_villages(scope: &[DivisionPrefix]) -> String {
 
 /// `GET /v1/households/{id}`: the record within the caller's scope (404 outside it, so
 /// existence does not leak); 身份证号 masked for reviewers and auditors unless `unmask=true`.
+#[derive(serde::Deserialize)]
+struct HouseholdQuery {
+    #[serde(flatten)]
+    unmask: UnmaskQuery,
+    campaign: Option<String>,
+}
+
+/// `GET /v1/households/{household_id}`: the registry record and its verdict for a campaign.
 async fn household(
     State(state): State<AppState>,
     caller: Caller,
     Path(household_id): Path<String>,
-    ApiQuery(query): ApiQuery<UnmaskQuery>,
+    ApiQuery(query): ApiQuery<HouseholdQuery>,
 ) -> Result<Json<Value>> {
-    let full_id_numbers = query.sees_full_id_numbers(&caller)?;
+    let full_id_numbers = query.unmask.sees_full_id_numbers(&caller)?;
     let row: Option<HouseholdRow> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM households WHERE household_id = $1"
@@ -258,5 +266,9 @@ async fn household(
     } else {
         mask_members(value.get_mut("members"));
     }
+    let verdict =
+        crate::reconcile::household_verdict(&state, &row.household_id, query.campaign.as_deref())
+            .await?;
+    value["verdict"] = serde_json::to_value(verdict).map_err(anyhow::Error::from)?;
     Ok(Json(value))
 }
