@@ -70,6 +70,16 @@ impl Api {
         self.request(Method::GET, path).send().await.expect("GET")
     }
 
+    /// GET, following a redirect to a presigned URL (photos and thumbnails in the S3 store).
+    pub async fn get_object(&self, path: &str) -> Response {
+        let response = self.get(path).await;
+        if response.status() != 307 {
+            return response;
+        }
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        reqwest::get(location).await.expect("GET the presigned URL")
+    }
+
     /// GET expecting 200 and a JSON body.
     pub async fn get_json(&self, path: &str) -> Value {
         let response = self.get(path).await;

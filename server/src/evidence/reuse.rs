@@ -43,6 +43,14 @@ struct Other {
     seq: i64,
 }
 
+/// A visit that sent a photo, and whether it already has a near-duplicate finding on it.
+#[derive(sqlx::FromRow)]
+struct SentWith {
+    #[sqlx(flatten)]
+    visit: Other,
+    has_finding: bool,
+}
+
 pub async fn check_photos(state: &AppState, submission_id: &str) -> anyhow::Result<()> {
     let id = Uuid::parse_str(submission_id)?;
     let visit: Option<Visit> = on_pool!(&state.db.read, |p| {
@@ -121,32 +129,25 @@ async fn near_duplicate(
     let mut origin: Option<(Other, super::near::Near)> = None;
     let mut recheck = Vec::new();
     for near in super::near::within(&state.db.read, phash, threshold).await? {
-        let sent_with: Vec<(Other, bool)> = on_pool!(&state.db.read, |p| {
+        let sent_with: Vec<SentWith> = on_pool!(&state.db.read, |p| {
             sqlx::query_as(
                 "SELECT s.submission_id, s.household_id, s.seq,
                         EXISTS (SELECT 1 FROM findings f WHERE f.submission_id = s.submission_id
                                 AND f.code = 'photo_near_duplicate' AND f.subject = 'photo:' || $1)
+                            AS has_finding
                  FROM submission_photos sp JOIN submissions s ON s.submission_id = sp.submission_id
                  WHERE sp.sha256 = $1",
             )
             .bind(&near.sha256)
             .fetch_all(p)
             .await
-            .map(|rows: Vec<(Uuid, String, i64, bool)>| {
-                rows.into_iter()
-                    .map(|(submission_id, household_id, seq, found)| {
-                        let other = Other {
-                            submission_id,
-                            household_id,
-                            seq,
-                        };
-                        (other, found)
-                    })
-                    .collect()
-            })
         })?;
-        for (other, found) in sent_with {
-            if other.seq > visit.seq && other.household_id != visit.household_id && !found {
+        for SentWith {
+            visit: other,
+            has_finding,
+        } in sent_with
+        {
+            if other.seq > visit.seq && other.household_id != visit.household_id && !has_finding {
                 recheck.push(other.submission_id);
             }
             if other.seq < visit.seq && origin.as_ref().is_none_or(|(o, _)| other.seq < o.seq) {

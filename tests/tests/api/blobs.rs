@@ -16,13 +16,7 @@ backend_tests!(
 
 /// Reads a photo's bytes, following the S3 store's redirect to a presigned URL.
 async fn fetch(api: &Api, sha: &str) -> (u16, Vec<u8>) {
-    let response = api.get(&format!("/v1/blobs/{sha}")).await;
-    let response = if response.status() == 307 {
-        let location = response.headers()["location"].to_str().unwrap().to_owned();
-        reqwest::get(location).await.unwrap()
-    } else {
-        response
-    };
+    let response = api.get_object(&format!("/v1/blobs/{sha}")).await;
     (
         response.status().as_u16(),
         response.bytes().await.unwrap().to_vec(),

@@ -114,12 +114,7 @@ async fn a_photo_is_processed_with_its_exif_and_an_oriented_thumbnail(server: Te
     );
 
     let url = first["thumbnail_url"].as_str().unwrap();
-    let mut thumbnail = field.get(url).await;
-    if thumbnail.status() == 307 {
-        // From S3: a presigned URL.
-        let location = thumbnail.headers()["location"].to_str().unwrap().to_owned();
-        thumbnail = reqwest::get(location).await.unwrap();
-    }
+    let thumbnail = field.get_object(url).await;
     assert_eq!(thumbnail.status(), 200);
     assert_eq!(thumbnail.headers()["content-type"], "image/jpeg");
     let thumbnail = image::load_from_memory(&thumbnail.bytes().await.unwrap()).unwrap();
@@ -476,11 +471,9 @@ async fn a_heic_photo_is_kept_with_its_exif_but_not_decoded(server: TestServer) 
         .await;
     assert_eq!(thumbnail.status(), 404);
     // The photo itself is kept as sent.
-    let mut stored = field.get(&format!("/v1/blobs/{}", sha256_hex(&heic))).await;
-    if stored.status() == 307 {
-        let location = stored.headers()["location"].to_str().unwrap().to_owned();
-        stored = reqwest::get(location).await.unwrap();
-    }
+    let stored = field
+        .get_object(&format!("/v1/blobs/{}", sha256_hex(&heic)))
+        .await;
     assert_eq!(stored.bytes().await.unwrap().as_ref(), heic.as_slice());
 }
 
@@ -501,11 +494,9 @@ async fn a_lost_thumbnail_is_made_again(server: TestServer) {
         assert!(file.exists(), "{}", file.display());
         std::fs::write(&file, b"").unwrap();
     }
-    let mut thumbnail = field.get(&format!("/v1/blobs/{sha}/thumbnail")).await;
-    if thumbnail.status() == 307 {
-        let location = thumbnail.headers()["location"].to_str().unwrap().to_owned();
-        thumbnail = reqwest::get(location).await.unwrap();
-    }
+    let thumbnail = field
+        .get_object(&format!("/v1/blobs/{sha}/thumbnail"))
+        .await;
     assert_eq!(thumbnail.status(), 200);
     let image = image::load_from_memory(&thumbnail.bytes().await.unwrap()).unwrap();
     assert_eq!((image.width(), image.height()), (320, 240));

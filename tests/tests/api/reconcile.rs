@@ -13,6 +13,15 @@ backend_tests!(
 );
 
 const HOUSEHOLD: &str = "4103271010010001";
+const GUARANTEES: [&str; 7] = [
+    "food",
+    "clothing",
+    "education",
+    "medical",
+    "housing",
+    "water",
+    "income",
+];
 
 async fn registered(server: &TestServer) -> Api {
     let admin = server.admin().await;
@@ -86,18 +95,10 @@ async fn the_verdict_follows_the_current_visit(server: TestServer) {
         "the latest campaign"
     );
     assert_eq!(verdict["submission_id"], failing_id.as_str());
-    let statuses: Vec<&str> = [
-        "food",
-        "clothing",
-        "education",
-        "medical",
-        "housing",
-        "water",
-        "income",
-    ]
-    .iter()
-    .map(|g| verdict[g].as_str().unwrap())
-    .collect();
+    let statuses: Vec<&str> = GUARANTEES
+        .iter()
+        .map(|g| verdict[g].as_str().unwrap())
+        .collect();
     assert_eq!(
         statuses,
         [
@@ -166,15 +167,7 @@ async fn a_household_without_a_visit_is_unknown_on_every_guarantee(server: TestS
     let admin = registered(&server).await;
     let household: Value = admin.get_json("/v1/households/4103271010010002").await;
     let verdict = &household["verdict"];
-    for guarantee in [
-        "food",
-        "clothing",
-        "education",
-        "medical",
-        "housing",
-        "water",
-        "income",
-    ] {
+    for guarantee in GUARANTEES {
         assert_eq!(verdict[guarantee], "unknown", "{verdict}");
     }
     assert_eq!(verdict["findings"], json!([]));
