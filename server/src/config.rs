@@ -80,6 +80,16 @@ pub struct Config {
     #[arg(long, env = "HUIKAN_INCOME_LINE_YUAN", default_value_t = 4000.0)]
     pub income_line_yuan: f64,
 
+    /// A photo whose EXIF time is more than this many hours from the visit's `surveyed_at` is
+    /// implausible (`photo_time_implausible`).
+    #[arg(long, env = "HUIKAN_PHOTO_TIME_HOURS", default_value_t = 12.0)]
+    pub photo_time_hours: f64,
+
+    /// A position farther than this many metres (plus its accuracy) from the registered house is
+    /// far (`location_far_from_household`).
+    #[arg(long, env = "HUIKAN_FAR_METRES", default_value_t = 500.0)]
+    pub far_metres: f64,
+
     /// How long a presigned photo URL handed out for S3 stays valid, in seconds.
     #[arg(long, env = "HUIKAN_PRESIGN_TTL_SECS", default_value_t = 300)]
     pub presign_ttl_secs: u64,

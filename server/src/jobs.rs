@@ -23,15 +23,27 @@ pub enum Kind {
     ProcessPhoto,
     /// Subject: a submission id. Runs once all the visit's photos are processed.
     CheckPhotos,
+    /// Subject: a household id. Runs in batches: a registry import can touch a whole county.
+    Reconcile,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::ProcessPhoto, Kind::CheckPhotos];
+    pub const ALL: [Kind; 3] = [Kind::ProcessPhoto, Kind::CheckPhotos, Kind::Reconcile];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::ProcessPhoto => "process_photo",
             Kind::CheckPhotos => "check_photos",
+            Kind::Reconcile => "reconcile",
+        }
+    }
+
+    /// How many jobs of this kind a worker claims and runs together: one transaction for many
+    /// small jobs instead of one each.
+    fn batch(self) -> i64 {
+        match self {
+            Kind::Reconcile => 200,
+            Kind::ProcessPhoto | Kind::CheckPhotos => 1,
         }
     }
 
@@ -45,6 +57,17 @@ async fn run(state: &AppState, kind: Kind, subject: &str) -> anyhow::Result<()> 
     match kind {
         Kind::ProcessPhoto => crate::evidence::process_photo(state, subject).await,
         Kind::CheckPhotos => crate::evidence::reuse::check_photos(state, subject).await,
+        Kind::Reconcile => run_batch(state, kind, &[subject]).await,
+    }
+}
+
+/// Runs a batch of jobs of a kind that batches, all or nothing.
+async fn run_batch(state: &AppState, kind: Kind, subjects: &[&str]) -> anyhow::Result<()> {
+    match kind {
+        Kind::Reconcile => crate::reconcile::reconcile_households(state, subjects).await,
+        Kind::ProcessPhoto | Kind::CheckPhotos => {
+            anyhow::bail!("jobs of kind {} do not run in batches", kind.as_str())
+        }
     }
 }
 
@@ -112,6 +135,24 @@ struct Claimed {
     attempts: i32,
 }
 
+/// Claims up to `$4` more ready jobs of kind `$5` for a batch.
+fn claim_more_sql(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => {
+            "UPDATE jobs SET attempts = attempts + 1, ready_at = $1, leased_by = $2
+             WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND ready_at <= $3 AND kind = $5
+                          ORDER BY ready_at, id LIMIT $4)
+             RETURNING id, kind, subject, attempts"
+        }
+        Dialect::Postgres => {
+            "UPDATE jobs SET attempts = attempts + 1, ready_at = $1, leased_by = $2
+             WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND ready_at <= $3 AND kind = $5
+                          ORDER BY ready_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)
+             RETURNING id, kind, subject, attempts"
+        }
+    }
+}
+
 fn claim_sql(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::Sqlite => {
@@ -145,7 +186,21 @@ async fn work(state: AppState, settings: Settings, name: String) {
         let woken = state.jobs.0.notified();
         match claim(&state, &settings, &name).await {
             Ok(Some(job)) => {
-                handle(&state, &settings, &name, job).await;
+                let batch = Kind::parse(&job.kind).map_or(1, Kind::batch);
+                if batch > 1 {
+                    match claim_more(&state, &settings, &name, &job.kind, batch - 1).await {
+                        Ok(mut more) => {
+                            more.insert(0, job);
+                            handle_batch(&state, &settings, &name, more).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = ?e, "claiming a batch of jobs");
+                            handle(&state, &settings, &name, job).await;
+                        }
+                    }
+                } else {
+                    handle(&state, &settings, &name, job).await;
+                }
                 continue;
             }
             Ok(None) => {}
@@ -171,6 +226,81 @@ async fn claim(
             .fetch_optional(p)
             .await
     })?)
+}
+
+async fn claim_more(
+    state: &AppState,
+    settings: &Settings,
+    name: &str,
+    kind: &str,
+    limit: i64,
+) -> anyhow::Result<Vec<Claimed>> {
+    let now = crate::db::now();
+    let lease_end = now + chrono::Duration::from_std(settings.lease)?;
+    let sql = claim_more_sql(state.db.dialect());
+    Ok(on_pool!(&state.db.write, |p| {
+        sqlx::query_as(sql)
+            .bind(lease_end)
+            .bind(name)
+            .bind(now)
+            .bind(limit)
+            .bind(kind)
+            .fetch_all(p)
+            .await
+    })?)
+}
+
+/// Runs jobs of one kind together and removes them in one statement. If the batch fails, each
+/// job runs alone, so one bad subject is retried and parked by itself, not with its batch.
+async fn handle_batch(state: &AppState, settings: &Settings, name: &str, jobs: Vec<Claimed>) {
+    let (fresh, worn): (Vec<Claimed>, Vec<Claimed>) = jobs
+        .into_iter()
+        .partition(|job| job.attempts <= settings.max_attempts);
+    for job in worn {
+        handle(state, settings, name, job).await;
+    }
+    let Some(kind) = fresh.first().and_then(|job| Kind::parse(&job.kind)) else {
+        return;
+    };
+    let labels = [("kind", kind.as_str())];
+    let started = Instant::now();
+    let subjects: Vec<&str> = fresh.iter().map(|job| job.subject.as_str()).collect();
+    let span = tracing::info_span!("jobs", kind = kind.as_str(), count = subjects.len());
+    let result = tokio::time::timeout(
+        settings.lease,
+        tracing::Instrument::instrument(run_batch(state, kind, &subjects), span),
+    )
+    .await;
+    metrics::histogram!("job_batch_duration_seconds", &labels).record(started.elapsed());
+    match result {
+        Ok(Ok(())) => {
+            metrics::counter!("jobs_done_total", &labels).increment(fresh.len() as u64);
+            let ids: Vec<i64> = fresh.iter().map(|job| job.id).collect();
+            let removed = on_pool!(&state.db.write, |p| {
+                let mut q = sqlx::QueryBuilder::new("DELETE FROM jobs WHERE leased_by = ");
+                q.push_bind(name).push(" AND id IN (");
+                let mut list = q.separated(", ");
+                for id in &ids {
+                    list.push_bind(*id);
+                }
+                list.push_unseparated(")");
+                q.build().execute(p).await.map(drop)
+            });
+            if let Err(e) = removed {
+                tracing::warn!(error = ?e, "recording a batch of jobs as done");
+            }
+        }
+        failed => {
+            let error = match failed {
+                Ok(Err(e)) => format!("{e:#}"),
+                _ => format!("did not finish within its lease of {:?}", settings.lease),
+            };
+            tracing::warn!(kind = kind.as_str(), count = fresh.len(), %error, "a batch of jobs failed; running each alone");
+            for job in fresh {
+                handle(state, settings, name, job).await;
+            }
+        }
+    }
 }
 
 async fn handle(state: &AppState, settings: &Settings, name: &str, job: Claimed) {

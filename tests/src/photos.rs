@@ -40,6 +40,23 @@ pub fn jpeg(width: u32, height: u32, seed: u64, quality: u8) -> Vec<u8> {
     out
 }
 
+/// A small JPEG whose coarse structure (a random 8×8 grid of grey levels) is its own, so that
+/// perceptual hashes of different seeds lie far apart, as those of different houses do. The
+/// scenes of [`jpeg`] share their sky and ground, and hash close together.
+pub fn unlike_jpeg(seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let cells: Vec<u8> = (0..64).map(|_| rng.random()).collect();
+    let img = RgbImage::from_fn(64, 64, |x, y| {
+        let level = cells[(y / 8 * 8 + x / 8) as usize];
+        Rgb([level, level, level])
+    });
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&img)
+        .expect("encoding a JPEG");
+    out
+}
+
 /// A small JPEG, quick to make, distinct per seed.
 pub fn small_jpeg(seed: u64) -> Vec<u8> {
     jpeg(64, 48, seed, 85)

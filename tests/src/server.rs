@@ -248,6 +248,51 @@ impl TestServer {
         }
     }
 
+    /// The one integer a query over the server's database answers (a count).
+    pub async fn count(&self, query: &str) -> i64 {
+        use sqlx::Connection;
+        match self.backend {
+            Backend::Embedded => {
+                let url = format!(
+                    "sqlite://{}",
+                    self.setup.data_dir.join("huikan.db").display()
+                );
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar(query)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
+            }
+            Backend::PostgresS3 => {
+                let url = self._database.as_ref().map(|d| d.url.clone()).unwrap();
+                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar(query)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
+    /// Waits until the server's job queue is empty: every photo processed and checked, every
+    /// household reconciled.
+    pub async fn settle(&self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let pending = self
+                .count("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")
+                .await;
+            if pending == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{pending} jobs still queued after 120 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         &self.setup.data_dir
     }

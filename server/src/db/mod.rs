@@ -158,3 +158,24 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::SubsecRound;
     chrono::Utc::now().trunc_subsecs(6)
 }
+
+/// SQL for "`column` starts with one of these division prefixes", as index-friendly ranges.
+/// The prefixes are inlined as literals: each was validated as 2 to 12 digits when it entered
+/// the system. No prefix matches nothing.
+pub fn prefix_condition(column: &str, prefixes: &[&huikan_shared::DivisionPrefix]) -> String {
+    if prefixes.is_empty() {
+        return "1 = 0".to_owned();
+    }
+    let ranges: Vec<String> = prefixes
+        .iter()
+        .map(|p| {
+            let p = p.as_str();
+            debug_assert!(p.bytes().all(|b| b.is_ascii_digit()));
+            match huikan_shared::division::upper_bound(p) {
+                Some(upper) => format!("({column} >= '{p}' AND {column} < '{upper}')"),
+                None => format!("{column} >= '{p}'"),
+            }
+        })
+        .collect();
+    format!("({})", ranges.join(" OR "))
+}

@@ -112,7 +112,7 @@ pub async fn check_photos(state: &AppState, submission_id: &str) -> anyhow::Resu
     }
     recheck.sort();
     recheck.dedup();
-    record(state, &findings, &recheck).await
+    record(state, &visit.household_id, &findings, &recheck).await
 }
 
 /// Where a photo near this one (or the photo itself) was first sent: if that was a different
@@ -233,12 +233,14 @@ impl Finding {
     }
 }
 
-/// Stores the findings not raised yet, each with its audit entry, and enqueues the visits to
-/// check again, in one transaction.
-async fn record(state: &AppState, findings: &[Finding], recheck: &[String]) -> anyhow::Result<()> {
-    if findings.is_empty() && recheck.is_empty() {
-        return Ok(());
-    }
+/// Stores the findings not raised yet, each with its audit entry, enqueues the visits to check
+/// again, and the household's reconciliation (the photos' facts are in now), in one transaction.
+async fn record(
+    state: &AppState,
+    household_id: &str,
+    findings: &[Finding],
+    recheck: &[String],
+) -> anyhow::Result<()> {
     let dialect = state.db.dialect();
     let now = crate::db::now();
     on_pool!(&state.db.write, |p| {
@@ -285,12 +287,11 @@ async fn record(state: &AppState, findings: &[Finding], recheck: &[String]) -> a
         append_audit!(tx, dialect, &raised);
         let recheck: Vec<&str> = recheck.iter().map(String::as_str).collect();
         enqueue_jobs!(tx, Kind::CheckPhotos, &recheck);
+        enqueue_jobs!(tx, Kind::Reconcile, &[household_id]);
         tx.commit().await?;
         Ok::<_, AppError>(())
     })
     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    if !recheck.is_empty() {
-        state.jobs.notify();
-    }
+    state.jobs.notify();
     Ok(())
 }

@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::campaigns::router())
         .merge(crate::submissions::router())
         .merge(crate::registry::router())
+        .merge(crate::reconcile::report::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(json_limit))

@@ -46,17 +46,39 @@ impl PageQuery {
         };
         Ok(Page { after, limit })
     }
+
+    /// Parses the query for a listing ordered by a text key (`after` is "" at the start).
+    pub fn parse_keyed(&self, listing: &str) -> Result<(String, i64), AppError> {
+        let numbered = PageQuery {
+            since: None,
+            limit: self.limit.clone(),
+        };
+        let limit = numbered.parse(listing)?.limit;
+        let after = match self.since.as_deref() {
+            None | Some("") => String::new(),
+            Some(cursor) => decode_key(listing, cursor).ok_or_else(|| {
+                AppError::invalid_query(format!(
+                    "since: {cursor:?} is not a cursor this server issued"
+                ))
+            })?,
+        };
+        Ok((after, limit))
+    }
 }
 
-pub fn encode(feed: &str, position: i64) -> String {
+pub fn encode(feed: &str, position: impl std::fmt::Display) -> String {
     URL_SAFE_NO_PAD.encode(format!("{feed}:{position}"))
 }
 
-fn decode(feed: &str, cursor: &str) -> Option<i64> {
+fn decode_key(feed: &str, cursor: &str) -> Option<String> {
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
-    let (name, position) = text.split_once(':')?;
-    let position: i64 = position.parse().ok()?;
-    (name == feed && position >= 0).then_some(position)
+    let (name, key) = text.split_once(':')?;
+    (name == feed).then(|| key.to_owned())
+}
+
+fn decode(feed: &str, cursor: &str) -> Option<i64> {
+    let position: i64 = decode_key(feed, cursor)?.parse().ok()?;
+    (position >= 0).then_some(position)
 }
 
 #[derive(Serialize)]

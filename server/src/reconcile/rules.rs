@@ -1,46 +1,199 @@
-//! The guarantee rules: plain functions of a visit's answers that say which of the household's
-//! guarantees (两不愁三保障 and safe water) fail, as findings with the contract's stable codes.
-//! The household's verdict is read off the same findings, so the two never disagree.
+//! The rules: plain functions of a visit, the household's registry record, its photos' facts and
+//! the household's other visits, returning findings with the contract's stable codes. What a
+//! rule finds does not depend on when it runs, so reconciling again finds the same.
 //!
 //! | code | severity | raised when | threshold |
 //! | --- | --- | --- | --- |
+//! | `unknown_household` | warning | the visit names no household of the registry, or a removed one (maybe one the registry missed: 漏评) | |
+//! | `out_of_scope` | warning | the household's village is outside the surveyor's assigned villages | |
+//! | `invalid_id_number` | warning | a member's 身份证号 fails GB 11643 (length, birth date or check character) | |
+//! | `member_mismatch` | warning | a registered member is missing from the visit, or a member of the visit is not registered (one finding per member) | |
+//! | `unknown_campaign` | warning | the visit names a campaign that is not defined | |
+//! | `missing_required_photo` | warning | a photo kind the campaign requires is not among the visit's photos | the campaign's `required_photos` |
+//! | `photo_time_implausible` | warning | a photo's EXIF time is more than the limit from `surveyed_at`, or before the campaign starts (an EXIF time without offset is read in the campaign's time zone) | `HUIKAN_PHOTO_TIME_HOURS`, default 12 |
+//! | `location_far_from_household` | warning | the visit's location, a photo's reported location (each farther than the limit plus its accuracy) or a photo's EXIF GPS (farther than the limit) from the registered house, all in WGS-84 | `HUIKAN_FAR_METRES`, default 500 |
+//! | `mock_location` | critical | the visit's or a photo's reported fix has accuracy 0 or is marked `mock` | |
+//! | `conflicting_resurvey` | warning | an earlier visit of the household in the same campaign, neither rejected nor sent back for resurvey, disagrees on a guarantee (raised on the later visit) | |
+//! | `photo_reused_exact`, `photo_near_duplicate` | critical | see `evidence::reuse`: raised by the photo check, not here | `HUIKAN_NEAR_DUPLICATE_BITS` |
 //! | `food_clothing_insecure` | critical | `food_secure` or `clothing_secure` is false (one finding each, subject `guarantee:food` / `guarantee:clothing`) | |
 //! | `school_dropout` | critical | a member of compulsory-school age (6 to 15 inclusive on the survey date, from the birth date in the 身份证号) has `dropped_out` | |
 //! | `uninsured_member` | warning | a member is not in basic medical insurance | |
 //! | `housing_unsafe` | critical | housing graded C or D (dangerous) | |
 //! | `water_unsafe` | critical | any of the four water checks (quantity, quality, convenience, guarantee) failed | |
 //! | `income_below_line` | warning | income per person per year under the line | `HUIKAN_INCOME_LINE_YUAN`, default 4,000 |
+//!
+//! The household's verdict is read off the guarantee findings, so the two never disagree.
 
-use chrono::{Datelike, NaiveDate};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, Utc};
 use huikan_shared::idcard;
-use huikan_shared::submission::{Answers, HousingGrade, SchoolStatus, mask_id_number};
+use huikan_shared::submission::{
+    Answers, HousingGrade, Location, PhotoKind, SchoolStatus, mask_id_number,
+};
 use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
 
 /// Bumped when what a rule finds changes, so findings say which rules made them.
-pub const RULE_VERSION: i64 = 1;
+pub const RULE_VERSION: i64 = 2;
+
+/// Every finding code of the contract, with the name the county office reads.
+pub const CODES: [(&str, &str); 18] = [
+    ("unknown_household", "未登记户"),
+    ("out_of_scope", "超出负责村范围"),
+    ("invalid_id_number", "身份证号无效"),
+    ("member_mismatch", "家庭成员与登记不符"),
+    ("missing_required_photo", "缺少必需照片"),
+    ("photo_time_implausible", "照片时间异常"),
+    ("location_far_from_household", "位置远离登记住址"),
+    ("photo_reused_exact", "照片重复使用"),
+    ("photo_near_duplicate", "照片疑似翻拍"),
+    ("conflicting_resurvey", "同轮复查结果矛盾"),
+    ("unknown_campaign", "未知调查轮次"),
+    ("mock_location", "虚拟定位"),
+    ("housing_unsafe", "住房不安全"),
+    ("water_unsafe", "饮水不安全"),
+    ("school_dropout", "义务教育阶段辍学"),
+    ("uninsured_member", "未参加基本医疗保险"),
+    ("food_clothing_insecure", "吃穿未保障"),
+    ("income_below_line", "收入低于标准线"),
+];
+
+/// The contract's own spelling of a code, if it is one.
+pub fn known_code(code: &str) -> Option<&'static str> {
+    CODES.iter().map(|(c, _)| *c).find(|c| *c == code)
+}
+
+/// The codes the photo check (`evidence::reuse`) raises; every other code is reconciliation's.
+pub const PHOTO_CHECK_CODES: [&str; 2] = ["photo_reused_exact", "photo_near_duplicate"];
+
+/// The codes behind the verdict.
+pub const GUARANTEE_CODES: [&str; 6] = [
+    "food_clothing_insecure",
+    "school_dropout",
+    "uninsured_member",
+    "housing_unsafe",
+    "water_unsafe",
+    "income_below_line",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
     pub code: &'static str,
     pub severity: &'static str,
     pub detail: String,
-    /// What it is about: `guarantee:<name>`, or `member:<masked id number>`.
+    /// What it is about, unique per code within a visit: `guarantee:<name>`,
+    /// `member:<masked id number>`, `photo:<sha256>`, `location:visit`, `kind:<photo kind>` ….
     pub subject: String,
+    /// What it points to, for a reviewer to follow (the other visit, the distance …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
 }
 
 impl Finding {
-    fn new(code: &'static str, severity: &'static str, subject: String, detail: String) -> Self {
+    pub fn new(
+        code: &'static str,
+        severity: &'static str,
+        subject: String,
+        detail: String,
+    ) -> Self {
         Finding {
             code,
             severity,
             detail,
             subject,
+            data: None,
         }
+    }
+
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
     }
 }
 
 pub struct Thresholds {
     pub income_line_yuan: f64,
+    pub photo_time_hours: f64,
+    pub far_metres: f64,
+}
+
+/// A stored visit, as the rules see it.
+pub struct Visit {
+    pub submission_id: Uuid,
+    pub household_id: String,
+    pub campaign: String,
+    pub seq: i64,
+    pub review_state: String,
+    pub duplicate_of: Option<Uuid>,
+    /// The division prefixes the surveyor was assigned.
+    pub surveyor_scope: Vec<String>,
+    pub surveyed_at: DateTime<FixedOffset>,
+    pub location: Location,
+    pub answers: Answers,
+    pub photos: Vec<VisitPhoto>,
+}
+
+pub struct VisitPhoto {
+    pub sha256: String,
+    pub kind: PhotoKind,
+    /// Where the phone said it was taken.
+    pub location: Option<Location>,
+    /// What its bytes say, once processed.
+    pub exif: Option<Exif>,
+}
+
+#[derive(Default)]
+pub struct Exif {
+    /// Local time as the camera wrote it.
+    pub taken_at: Option<NaiveDateTime>,
+    pub offset: Option<FixedOffset>,
+    /// WGS-84, as cameras write it.
+    pub gps: Option<(f64, f64)>,
+}
+
+/// The household as registered.
+pub struct Registered {
+    pub village_code: String,
+    pub removed: bool,
+    /// The house, in WGS-84 (converted at import).
+    pub location: Option<(f64, f64)>,
+    pub member_ids: Vec<String>,
+}
+
+pub struct Campaign {
+    pub starts_at: DateTime<Utc>,
+    pub timezone: chrono_tz::Tz,
+    pub required_photos: Vec<String>,
+}
+
+/// Every finding of reconciliation for one visit: identity, evidence, guarantees. `earlier` are
+/// the household's visits in the same campaign stored before this one.
+pub fn visit_findings(
+    visit: &Visit,
+    registered: Option<&Registered>,
+    campaign: Option<&Campaign>,
+    earlier: &[(&Visit, Verdict)],
+    thresholds: &Thresholds,
+) -> Vec<Finding> {
+    let mut findings = super::identity::findings(visit, registered);
+    findings.extend(super::evidence::findings(
+        visit, registered, campaign, thresholds,
+    ));
+    let guarantees = visit_guarantee_findings(visit, thresholds);
+    let verdict = Verdict::from_findings(&guarantees);
+    findings.extend(super::evidence::conflicting_resurvey(
+        visit, &verdict, earlier,
+    ));
+    findings.extend(guarantees);
+    // One finding per code and subject (two members may mask alike).
+    let mut seen = std::collections::HashSet::new();
+    findings.retain(|f| seen.insert((f.code, f.subject.clone())));
+    findings
+}
+
+/// The guarantee findings of a visit, ages reckoned on the local date it was made.
+pub fn visit_guarantee_findings(visit: &Visit, thresholds: &Thresholds) -> Vec<Finding> {
+    guarantee_findings(&visit.answers, visit.surveyed_at.date_naive(), thresholds)
 }
 
 /// Every guarantee finding of a visit surveyed on `surveyed_on` (its local date).
@@ -169,6 +322,33 @@ impl Verdict {
         income: Status::Unknown,
     };
 
+    fn named(&self) -> [(&'static str, Status); 7] {
+        [
+            ("food", self.food),
+            ("clothing", self.clothing),
+            ("education", self.education),
+            ("medical", self.medical),
+            ("housing", self.housing),
+            ("water", self.water),
+            ("income", self.income),
+        ]
+    }
+
+    /// Every guarantee holds.
+    pub fn all_ok(&self) -> bool {
+        self.named().iter().all(|(_, status)| *status == Status::Ok)
+    }
+
+    /// The guarantees on which two verdicts differ.
+    pub fn differences(&self, other: &Verdict) -> Vec<&'static str> {
+        self.named()
+            .iter()
+            .zip(other.named())
+            .filter(|((_, a), (_, b))| a != b)
+            .map(|((name, _), _)| *name)
+            .collect()
+    }
+
     /// A visit's verdict from its guarantee findings: a guarantee fails exactly when a finding
     /// says so, and holds otherwise (`education` holds for a household with no school-age child).
     pub fn from_findings(findings: &[Finding]) -> Verdict {
@@ -222,6 +402,8 @@ mod tests {
 
     const LINE: Thresholds = Thresholds {
         income_line_yuan: 4000.0,
+        photo_time_hours: 12.0,
+        far_metres: 500.0,
     };
 
     #[test]

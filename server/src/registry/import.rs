@@ -3,7 +3,7 @@
 //! households of the imported villages that the file no longer has, and numbers every change in
 //! the registry feed. A crash at any point leaves the registry as it was.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use huikan_shared::content::canonical_json;
@@ -18,7 +18,9 @@ use super::rows::MemberRow;
 use crate::append_audit;
 use crate::audit::Entry;
 use crate::db::{Db, Dialect};
+use crate::enqueue_jobs;
 use crate::error::{AppError, Result};
+use crate::jobs::Kind;
 use crate::on_pool;
 
 /// The feed every registry change is numbered in.
@@ -262,6 +264,16 @@ macro_rules! write_changes {
             q.build().execute(&mut *$tx).await?;
             let entries: Vec<Entry> = chunk.iter().map(|c| c.audit_entry($actor, $import_id)).collect();
             append_audit!($tx, $dialect, &entries);
+            // Their visits are judged against the registry: reconciled again.
+            let mut q = QueryBuilder::new("SELECT DISTINCT household_id FROM submissions WHERE household_id IN (");
+            let mut list = q.separated(", ");
+            for c in chunk {
+                list.push_bind(&c.household_id);
+            }
+            list.push_unseparated(")");
+            let visited: Vec<String> = q.build_query_scalar().fetch_all(&mut *$tx).await?;
+            let visited: Vec<&str> = visited.iter().map(String::as_str).collect();
+            enqueue_jobs!($tx, Kind::Reconcile, &visited);
         }
     };
 }
@@ -383,6 +395,7 @@ pub async fn import_file(
 
         // 2. Household by household, in id order, a round at a time.
         let mut after = String::new();
+        let mut village_names: BTreeMap<String, (String, String)> = BTreeMap::new();
         loop {
             let ids: Vec<String> = sqlx::query_scalar(
                 "SELECT DISTINCT household_id FROM import_rows WHERE household_id > $1 ORDER BY household_id LIMIT $2",
@@ -451,6 +464,9 @@ pub async fn import_file(
                 contradicting.extend(rejected[refused_before..].iter().map(|r| r.row as i64));
                 let record_sha256 = hex::encode(Sha256::digest(record.as_bytes()));
                 let village_code = &members[0].village_code;
+                village_names
+                    .entry(village_code.clone())
+                    .or_insert_with(|| (members[0].township.clone(), members[0].village.clone()));
                 let (version, moved_from) = match stored.get(&members[0].household_id) {
                     Some(s) if s.record_sha256 == record_sha256 && !s.removed => {
                         counts.unchanged += 1;
@@ -536,6 +552,18 @@ pub async fn import_file(
         )
         .execute(&mut *tx)
         .await?;
+        // The roll-ups name their units as the registry last did.
+        let names: Vec<(&String, &(String, String))> = village_names.iter().collect();
+        for chunk in names.chunks(1000) {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO registry_villages (village_code, township, village) ",
+            );
+            q.push_values(chunk, |mut b, (code, (township, village))| {
+                b.push_bind(*code).push_bind(township).push_bind(village);
+            });
+            q.push(" ON CONFLICT (village_code) DO UPDATE SET township = excluded.township, village = excluded.village");
+            q.build().execute(&mut *tx).await?;
+        }
         rejected.sort_by_key(|r| r.row);
         sqlx::query("UPDATE counters SET value = $1 WHERE name = $2")
             .bind(seq)

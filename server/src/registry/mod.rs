@@ -91,6 +91,8 @@ async fn import_upload(
             let path = spooled.file.to_path_buf();
             let report = import_file(&state.db, path, datum, Some(caller.user_id), &caller.username, "http").await?;
             drop(spooled);
+            // The changed households' visits are reconciled again.
+            state.jobs.notify();
             Ok((StatusCode::CREATED, Json(report)))
         }
         .await;

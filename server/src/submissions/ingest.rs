@@ -274,6 +274,14 @@ pub async fn ingest(db: &Db, items: &[Incoming]) -> Result<Vec<Outcome>> {
                 let subjects: Vec<&str> = with_photos.iter().map(String::as_str).collect();
                 enqueue_jobs!(tx, Kind::CheckPhotos, &subjects);
             }
+            // Every visit is reconciled at once, and again when its photos have been checked.
+            let mut households: Vec<&str> = new_items
+                .iter()
+                .map(|(item, _)| item.household_id.as_str())
+                .collect();
+            households.sort_unstable();
+            households.dedup();
+            enqueue_jobs!(tx, Kind::Reconcile, &households);
         }
         tx.commit().await?;
         Ok(outcomes)

@@ -43,10 +43,9 @@ async fn submit(
 ) -> Result<Response> {
     caller.require(&[Role::FieldStaff])?;
     let item = Incoming::prepare(&body, caller.user_id, &caller.username)?;
-    let has_photos = !item.photos.is_empty();
     let outcome = state.submissions.submit(item).await?;
-    if has_photos {
-        // Its photo check was enqueued.
+    if matches!(outcome, Outcome::Created(_)) {
+        // Its reconciliation (and photo check) were enqueued.
         state.jobs.notify();
     }
     record(&outcome);
@@ -124,8 +123,8 @@ async fn push(
         .into_iter()
         .map(Some)
         .collect();
-    if valid.iter().any(|item| !item.photos.is_empty()) {
-        // Photo checks were enqueued.
+    if !valid.is_empty() {
+        // Reconciliations (and photo checks) were enqueued for what was new.
         state.jobs.notify();
     }
     let results = slots
@@ -334,7 +333,7 @@ async fn read(
     let findings: Vec<FindingView> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(
             "SELECT code, severity, detail, subject, data, rule_version FROM findings
-             WHERE submission_id = $1 ORDER BY raised_at, code, subject",
+             WHERE submission_id = $1 AND cleared_at IS NULL ORDER BY raised_at, code, subject",
         )
         .bind(id)
         .fetch_all(p)

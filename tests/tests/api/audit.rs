@@ -166,6 +166,8 @@ async fn a_household_trail_lists_its_history_in_order(server: TestServer) {
     assert!(stored_at < processed_at, "{trail}");
     let mut others = actions.clone();
     others.remove(processed_at);
+    // What reconciliation found in the visit is in the trail too; its own tests say what.
+    others.retain(|a| *a != "finding.raised");
     assert_eq!(
         others,
         [

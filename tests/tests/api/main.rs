@@ -7,6 +7,7 @@ mod campaigns;
 mod contract;
 mod evidence;
 mod exports;
+mod ground_truth;
 mod reconcile;
 mod registry;
 mod submissions;
