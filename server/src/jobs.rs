@@ -21,7 +21,7 @@ use crate::on_pool;
 pub enum Kind {
     /// Subject: a blob's SHA-256.
     ProcessPhoto,
-    /// Subject: a submission id. Runs once all the visit's photos are processed.
+    /// Subject: a submission id. Runs once all the visit's photos are processed, in batches.
     CheckPhotos,
     /// Subject: a household id. Runs in batches: a registry import can touch a whole county.
     Reconcile,
@@ -43,7 +43,9 @@ impl Kind {
     fn batch(self) -> i64 {
         match self {
             Kind::Reconcile => 200,
-            Kind::ProcessPhoto | Kind::CheckPhotos => 1,
+            // Each visit's photos are looked up in the near-duplicate index: a few at a time.
+            Kind::CheckPhotos => 20,
+            Kind::ProcessPhoto => 1,
         }
     }
 
@@ -56,16 +58,16 @@ impl Kind {
 async fn run(state: &AppState, kind: Kind, subject: &str) -> anyhow::Result<()> {
     match kind {
         Kind::ProcessPhoto => crate::evidence::process_photo(state, subject).await,
-        Kind::CheckPhotos => crate::evidence::reuse::check_photos(state, subject).await,
-        Kind::Reconcile => run_batch(state, kind, &[subject]).await,
+        Kind::CheckPhotos | Kind::Reconcile => run_batch(state, kind, &[subject]).await,
     }
 }
 
 /// Runs a batch of jobs of a kind that batches, all or nothing.
 async fn run_batch(state: &AppState, kind: Kind, subjects: &[&str]) -> anyhow::Result<()> {
     match kind {
+        Kind::CheckPhotos => crate::evidence::reuse::check_photos(state, subjects).await,
         Kind::Reconcile => crate::reconcile::reconcile_households(state, subjects).await,
-        Kind::ProcessPhoto | Kind::CheckPhotos => {
+        Kind::ProcessPhoto => {
             anyhow::bail!("jobs of kind {} do not run in batches", kind.as_str())
         }
     }

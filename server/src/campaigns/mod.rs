@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 use crate::append_audit;
 use crate::audit::Entry;
 use crate::auth::{Caller, Role};
+use crate::enqueue_jobs;
 use crate::error::{AppError, Result};
 use crate::http::AppState;
 use crate::http::json::ApiJson;
+use crate::jobs::Kind;
 use crate::on_pool;
 
 pub fn router() -> Router<AppState> {
@@ -120,9 +122,18 @@ async fn define(
             serde_json::to_value(&campaign).map_err(anyhow::Error::from)?,
         );
         append_audit!(tx, dialect, std::slice::from_ref(&entry));
+        // Its visits are judged by its window, zone and required photos: reconciled again.
+        let visited: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT household_id FROM submissions WHERE campaign = $1")
+                .bind(&campaign.campaign_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let visited: Vec<&str> = visited.iter().map(String::as_str).collect();
+        enqueue_jobs!(tx, Kind::Reconcile, &visited);
         tx.commit().await?;
         Ok::<_, AppError>(existed == 0)
     })?;
+    state.jobs.notify();
     let status = if created {
         StatusCode::CREATED
     } else {

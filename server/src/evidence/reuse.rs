@@ -51,7 +51,35 @@ struct SentWith {
     has_finding: bool,
 }
 
-pub async fn check_photos(state: &AppState, submission_id: &str) -> anyhow::Result<()> {
+/// The `check_photos` job for a batch of visits: their findings stored, and the visits to check
+/// again and the households to reconcile enqueued, in one transaction.
+pub async fn check_photos(state: &AppState, submission_ids: &[&str]) -> anyhow::Result<()> {
+    let mut findings = Vec::new();
+    let mut recheck = Vec::new();
+    let mut households = Vec::new();
+    for submission_id in submission_ids {
+        if let Some(household_id) =
+            check_visit(state, submission_id, &mut findings, &mut recheck).await?
+        {
+            households.push(household_id);
+        }
+    }
+    recheck.sort();
+    recheck.dedup();
+    households.sort();
+    households.dedup();
+    record(state, &households, &findings, &recheck).await
+}
+
+/// One visit's photo findings and visits to recheck; its household once all its photos are
+/// processed (until then there is nothing to check: processing the last of them enqueues this
+/// job again).
+async fn check_visit(
+    state: &AppState,
+    submission_id: &str,
+    findings: &mut Vec<Finding>,
+    recheck: &mut Vec<String>,
+) -> anyhow::Result<Option<String>> {
     let id = Uuid::parse_str(submission_id)?;
     let visit: Option<Visit> = on_pool!(&state.db.read, |p| {
         sqlx::query_as("SELECT household_id, seq FROM submissions WHERE submission_id = $1")
@@ -73,11 +101,8 @@ pub async fn check_photos(state: &AppState, submission_id: &str) -> anyhow::Resu
         .await
     })?;
     if photos.iter().any(|p| !p.processed) {
-        // Processing the last of them enqueues this job again.
-        return Ok(());
+        return Ok(None);
     }
-    let mut findings = Vec::new();
-    let mut recheck = Vec::new();
     for photo in &photos {
         let first: Option<Other> = on_pool!(&state.db.read, |p| {
             sqlx::query_as(
@@ -110,9 +135,7 @@ pub async fn check_photos(state: &AppState, submission_id: &str) -> anyhow::Resu
             recheck.extend(later.iter().map(Uuid::to_string));
         }
     }
-    recheck.sort();
-    recheck.dedup();
-    record(state, &visit.household_id, &findings, &recheck).await
+    Ok(Some(visit.household_id))
 }
 
 /// Where a photo near this one (or the photo itself) was first sent: if that was a different
@@ -234,13 +257,17 @@ impl Finding {
 }
 
 /// Stores the findings not raised yet, each with its audit entry, enqueues the visits to check
-/// again, and the household's reconciliation (the photos' facts are in now), in one transaction.
+/// again, and the households' reconciliation (their photos' facts are in now), in one
+/// transaction.
 async fn record(
     state: &AppState,
-    household_id: &str,
+    households: &[String],
     findings: &[Finding],
     recheck: &[String],
 ) -> anyhow::Result<()> {
+    if findings.is_empty() && recheck.is_empty() && households.is_empty() {
+        return Ok(());
+    }
     let dialect = state.db.dialect();
     let now = crate::db::now();
     on_pool!(&state.db.write, |p| {
@@ -287,7 +314,8 @@ async fn record(
         append_audit!(tx, dialect, &raised);
         let recheck: Vec<&str> = recheck.iter().map(String::as_str).collect();
         enqueue_jobs!(tx, Kind::CheckPhotos, &recheck);
-        enqueue_jobs!(tx, Kind::Reconcile, &[household_id]);
+        let households: Vec<&str> = households.iter().map(String::as_str).collect();
+        enqueue_jobs!(tx, Kind::Reconcile, &households);
         tx.commit().await?;
         Ok::<_, AppError>(())
     })

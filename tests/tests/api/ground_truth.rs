@@ -333,7 +333,8 @@ async fn a_generated_county_reconciles_to_its_ground_truth(server: TestServer) {
     let (e, w) = other_field.both_photos().await;
     let mut body = sound_visit(&c(2), &photos(&e, &w));
     body["campaign"] = "2020-lookback-9".into();
-    expected.push((other_field.push(&body).await, vec!["unknown_campaign"]));
+    let undefined_campaign_visit = other_field.push(&body).await;
+    expected.push((undefined_campaign_visit.clone(), vec!["unknown_campaign"]));
     // A household the registry missed.
     let (e, w) = field.both_photos().await;
     let body = sound_visit(&the_unregistered(), &photos(&e, &w));
@@ -577,6 +578,21 @@ async fn a_generated_county_reconciles_to_its_ground_truth(server: TestServer) {
         .position(|a| *a == "finding.cleared")
         .expect("cleared");
     assert!(raised < cleared, "{actions:?}");
+    // The campaign it named is defined after all: its visit is no longer flagged.
+    let defined = admin
+        .put_json(
+            "/v1/campaigns/2020-lookback-9",
+            &json!({"name": "补充轮次", "starts_at": "2020-03-01T00:00:00+08:00",
+                    "ends_at": "2020-12-31T23:59:59+08:00", "timezone": "Asia/Shanghai",
+                    "required_photos": ["housing_exterior", "water_source"]}),
+        )
+        .await;
+    assert_eq!(defined.status(), 201);
+    server.settle().await;
+    assert_eq!(
+        codes(&reviewer, &undefined_campaign_visit).await,
+        Vec::<String>::new()
+    );
     // Reconciling again changes nothing.
     let entries = server.count("SELECT COUNT(*) FROM audit_log").await;
     server
