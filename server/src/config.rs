@@ -90,6 +90,15 @@ pub struct Config {
     #[arg(long, env = "HUIKAN_FAR_METRES", default_value_t = 500.0)]
     pub far_metres: f64,
 
+    /// How long a reviewer's claim on a visit lasts, in seconds (claiming again extends it).
+    #[arg(long, env = "HUIKAN_REVIEW_LEASE_SECS", default_value_t = 900)]
+    pub review_lease_secs: u64,
+
+    /// The share of clean visits (no open finding), in percent, that enter the review queue
+    /// beside every flagged one: 100 puts every visit in the queue, 10 samples one in ten.
+    #[arg(long, env = "HUIKAN_REVIEW_SAMPLE_PERCENT", default_value_t = 100)]
+    pub review_sample_percent: u32,
+
     /// How long a presigned photo URL handed out for S3 stays valid, in seconds.
     #[arg(long, env = "HUIKAN_PRESIGN_TTL_SECS", default_value_t = 300)]
     pub presign_ttl_secs: u64,

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod privacy;
 pub mod reconcile;
 pub mod registry;
+pub mod review;
 pub mod store;
 pub mod submissions;
 pub mod uploads;

@@ -3,6 +3,8 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::registry::Household;
+
 /// A complete, valid visit to `household_id` with the given photos (sha256, kind).
 pub fn visit(household_id: &str, photos: &[(&str, &str)]) -> Value {
     json!({
@@ -30,4 +32,26 @@ pub fn visit(household_id: &str, photos: &[(&str, &str)]) -> Value {
         "device_id": "test-device",
         "app_version": "1.0.0"
     })
+}
+
+/// A sound visit to a registered household (see `registry::village`): its registered members,
+/// every guarantee holding, at the registered house.
+pub fn sound_visit(household: &Household, photos: &[(&str, &str)]) -> Value {
+    let mut body = visit(&household.id, photos);
+    body["answers"]["members"] = household
+        .members
+        .iter()
+        .map(|m| {
+            let relation = match m.relation {
+                "户主" => "head",
+                "配偶" => "spouse",
+                _ => "child",
+            };
+            json!({"id_number": m.id_number, "name": m.name, "relation": relation, "present": true,
+                   "school_status": "not_school_age", "insured": true, "health": "healthy",
+                   "disability_grade": null, "labour": "normal"})
+        })
+        .collect();
+    body["location"] = json!({"lat": 34.51, "lon": 112.17, "accuracy_m": 12.0});
+    body
 }

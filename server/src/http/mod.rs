@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::submissions::router())
         .merge(crate::registry::router())
         .merge(crate::reconcile::report::router())
+        .merge(crate::review::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(json_limit))

@@ -10,7 +10,7 @@ use crate::error::AppError;
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct PageQuery {
     pub since: Option<String>,
     pub limit: Option<String>,

@@ -293,6 +293,30 @@ struct SubmissionView {
     app_version: Option<String>,
     photos: Vec<PhotoView>,
     findings: Vec<FindingView>,
+    /// The reviewer holding it, while the lease runs.
+    claim: Option<ClaimView>,
+    /// Every decision on it, oldest first.
+    decisions: Vec<DecisionView>,
+    comments: Vec<crate::review::Comment>,
+    /// The visit whose resurvey request this one answers: the household's latest visit in the
+    /// campaign sent back for resurvey before this one arrived.
+    answers_resurvey_of: Option<Uuid>,
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+struct ClaimView {
+    reviewer: String,
+    lease_expires_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+struct DecisionView {
+    decision: String,
+    from_state: String,
+    state: String,
+    reason: Option<String>,
+    reviewer: String,
+    decided_at: DateTime<Utc>,
 }
 
 async fn read(
@@ -339,6 +363,40 @@ async fn read(
         .fetch_all(p)
         .await
     })?;
+    let now = crate::db::now();
+    let (claim, decisions, comments, answers_resurvey_of) = on_pool!(&state.db.read, |p| {
+        let claim = sqlx::query_as(
+            "SELECT reviewer, lease_expires_at FROM review_claims
+             WHERE submission_id = $1 AND lease_expires_at > $2",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(p);
+        let decisions = sqlx::query_as(
+            "SELECT decision, from_state, state, reason, reviewer, decided_at FROM review_decisions
+             WHERE submission_id = $1 ORDER BY decided_at",
+        )
+        .bind(id)
+        .fetch_all(p);
+        let comments = sqlx::query_as(
+            "SELECT comment_id, author, text, created_at FROM review_comments
+             WHERE submission_id = $1 ORDER BY created_at",
+        )
+        .bind(id)
+        .fetch_all(p);
+        let answers = sqlx::query_scalar(
+            "SELECT submission_id FROM submissions
+             WHERE household_id = $1 AND campaign = $2 AND review_state = 'resurvey_requested'
+               AND submission_id <> $3 AND state_at < $4
+             ORDER BY state_at DESC LIMIT 1",
+        )
+        .bind(&stored.household_id)
+        .bind(&stored.campaign)
+        .bind(id)
+        .bind(stored.received_at)
+        .fetch_optional(p);
+        tokio::try_join!(claim, decisions, comments, answers)
+    })?;
     let mut photos: Vec<PhotoView> = photos.into_iter().map(PhotoView::from).collect();
     for photo in &mut photos {
         let subject = format!("photo:{}", photo.sha256);
@@ -376,6 +434,10 @@ async fn read(
         app_version: stored.app_version,
         photos,
         findings,
+        claim,
+        decisions,
+        comments,
+        answers_resurvey_of,
     }))
 }
 

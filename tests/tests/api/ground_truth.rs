@@ -8,7 +8,7 @@ use huikan_shared::idcard::check_character;
 use huikan_tests::api::expect_problem;
 use huikan_tests::photos::{Exif, distinct_copy, sha256_hex, unlike_jpeg, with_exif};
 use huikan_tests::registry::{Household, Member, rows, utf8_bom, village};
-use huikan_tests::visits::visit;
+use huikan_tests::visits::sound_visit;
 use huikan_tests::{Api, TestServer, backend_tests};
 use serde_json::{Value, json};
 
@@ -57,27 +57,6 @@ fn the_unregistered() -> Household {
             sex: "男",
         }],
     }
-}
-
-/// A sound visit to a household: its registered members, every guarantee holding, at the house.
-fn sound_visit(household: &Household, photos: &[(&str, &str)]) -> Value {
-    let mut body = visit(&household.id, photos);
-    body["answers"]["members"] = household
-        .members
-        .iter()
-        .map(|m| {
-            let relation = match m.relation {
-                "户主" => "head",
-                "配偶" => "spouse",
-                _ => "child",
-            };
-            json!({"id_number": m.id_number, "name": m.name, "relation": relation, "present": true,
-                   "school_status": "not_school_age", "insured": true, "health": "healthy",
-                   "disability_grade": null, "labour": "normal"})
-        })
-        .collect();
-    body["location"] = json!({"lat": HOUSE.0, "lon": HOUSE.1, "accuracy_m": 12.0});
-    body
 }
 
 /// A point `metres` north of the house.

@@ -10,5 +10,6 @@ mod exports;
 mod ground_truth;
 mod reconcile;
 mod registry;
+mod review;
 mod submissions;
 mod uploads;
