@@ -86,7 +86,7 @@ async fn a_visit_goes_through_every_transition(server: TestServer) {
     assert_eq!(page["items"][0]["state"], "received");
     assert_eq!(
         queue_ids(&first, "severity=critical").await,
-        [flagged.clone()]
+        std::slice::from_ref(&flagged)
     );
     assert_eq!(
         queue_ids(&first, "prefix=410327102").await,
@@ -158,7 +158,7 @@ async fn a_visit_goes_through_every_transition(server: TestServer) {
     .await;
     assert_eq!(
         queue_ids(&first, "state=in_review").await,
-        [flagged.clone()]
+        std::slice::from_ref(&flagged)
     );
 
     // Decisions: the state must be the one the reviewer saw; a resurvey needs a reason.
