@@ -5,7 +5,7 @@
 # Debian's if needed). Outside CI a backend that cannot be had is a warning; under CI=true it
 # fails the run.
 #
-# Exports: HUIKAN_TEST_PYTHON, HUIKAN_TEST_PHOTOS, HUIKAN_TEST_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+# Exports: HUIKAN_TEST_PYTHON, HUIKAN_TEST_PHOTOS, HUIKAN_TEST_CHROMEDRIVER, HUIKAN_TEST_CHROMIUM, HUIKAN_TEST_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 # HUIKAN_TEST_PG_URL, PROFILE, PROFILE_DIR. Set HUIKAN_TEST_S3_ENDPOINT or HUIKAN_TEST_PG_URL
 # beforehand to use servers of your own.
 
@@ -79,6 +79,23 @@ if ! command -v nasm >/dev/null 2>&1 && as_root && command -v apt-get >/dev/null
     { apt-get install -y -qq nasm >/dev/null 2>&1 ||
         { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nasm >/dev/null 2>&1; }; } ||
         log "WARNING: could not install nasm; JPEG decoding is built without SIMD"
+fi
+
+# --- Chromium and ChromeDriver for the console's browser tests, from the distribution, and a
+#     Chinese font so that its screenshots show the pages as a reviewer sees them ---
+if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 &&
+    [[ -d /usr/share/fonts/truetype/wqy ]]; } && as_root && command -v apt-get >/dev/null 2>&1; then
+    log "installing chromium, chromium-driver and fonts-wqy-zenhei (once)"
+    BROWSER_PACKAGES='chromium chromium-driver fonts-wqy-zenhei'
+    # shellcheck disable=SC2086
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $BROWSER_PACKAGES >/dev/null 2>&1 ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $BROWSER_PACKAGES >/dev/null 2>&1; }; } ||
+        log "could not install chromium"
+fi
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    export HUIKAN_TEST_CHROMEDRIVER="$(command -v chromedriver)" HUIKAN_TEST_CHROMIUM="$(command -v chromium)"
+else
+    missing "Chromium and ChromeDriver are not available for the console's browser tests"
 fi
 
 # --- Real photographs for the perceptual-hash tests: scikit-image's sample data (public domain

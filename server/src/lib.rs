@@ -6,6 +6,7 @@ pub mod auth;
 pub mod blobs;
 pub mod campaigns;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod error;
 pub mod evidence;

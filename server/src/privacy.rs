@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::auth::{Caller, Role};
 use crate::error::{AppError, Result};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct UnmaskQuery {
     #[serde(default)]
     unmask: Option<String>,

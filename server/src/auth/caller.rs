@@ -2,8 +2,8 @@
 //! caller's role and scope, so a revoked token stops working at once, on every server process.
 
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{Method, header};
 use chrono::Utc;
 use huikan_shared::DivisionPrefix;
 use serde::{Deserialize, Serialize};
@@ -86,7 +86,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let token = parts
+        let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -95,10 +95,38 @@ impl FromRequestParts<AppState> for Caller {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(str::trim)
-            .filter(|t| !t.is_empty())
+            .filter(|t| !t.is_empty());
+        // The console's session cookie stands for the token on reads only (the photos its
+        // pages show): a cross-site form can then change nothing through the API.
+        let reads = matches!(parts.method, Method::GET | Method::HEAD);
+        let token = bearer
+            .or_else(|| reads.then(|| session_cookie(&parts.headers)).flatten())
             .ok_or_else(|| {
                 AppError::unauthorized("an Authorization: Bearer <token> header is required")
             })?;
+        Caller::from_token(state, token).await
+    }
+}
+
+/// The console's session cookie: a bearer token the browser keeps.
+pub const SESSION_COOKIE: &str = "huikan_session";
+
+/// The session token in a request's cookies, if any.
+pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+        .filter(|v| !v.is_empty())
+}
+
+impl Caller {
+    /// The user a bearer token stands for, if it is known, unexpired and not revoked.
+    pub async fn from_token(state: &AppState, token: &str) -> Result<Caller, AppError> {
         let hash = token_hash(token);
         let row: Option<TokenRow> = on_pool!(&state.db.read, |p| {
             sqlx::query_as(

@@ -17,7 +17,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use caller::{Caller, Role};
+pub use caller::{Caller, Role, SESSION_COOKIE, session_cookie};
 
 use crate::append_audit;
 use crate::audit::Entry;
@@ -44,9 +44,9 @@ struct Login {
 }
 
 #[derive(Serialize)]
-struct TokenIssued {
-    token: String,
-    expires_at: DateTime<Utc>,
+pub struct TokenIssued {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
     user: UserSummary,
 }
 
@@ -71,6 +71,23 @@ async fn issue_token(
     State(state): State<AppState>,
     ApiJson(login): ApiJson<Login>,
 ) -> Result<Json<TokenIssued>> {
+    Ok(Json(
+        self::login(&state, &login.username, login.password, login.device_id).await?,
+    ))
+}
+
+/// Checks a username and password and issues a bearer token (the console keeps it in a cookie).
+pub async fn login(
+    state: &AppState,
+    username: &str,
+    password: String,
+    device_id: Option<String>,
+) -> Result<TokenIssued> {
+    let login = Login {
+        username: username.to_owned(),
+        password,
+        device_id,
+    };
     let found: Option<Credentials> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(
             "SELECT id, username, password_hash, role, scope FROM users WHERE username = $1",
@@ -122,7 +139,7 @@ async fn issue_token(
         Ok::<_, AppError>(())
     })?;
     tracing::info!(user = %user.username, device = ?login.device_id, "token issued");
-    Ok(Json(TokenIssued {
+    Ok(TokenIssued {
         token,
         expires_at,
         user: UserSummary {
@@ -131,7 +148,32 @@ async fn issue_token(
             role,
             villages,
         },
-    }))
+    })
+}
+
+/// Revokes the token the caller used (logging out).
+pub async fn revoke_own(state: &AppState, caller: &Caller) -> Result<()> {
+    let now = crate::db::now();
+    let dialect = state.db.dialect();
+    let entry = Entry::new(
+        &caller.username,
+        "token.revoked",
+        format!("user:{}", caller.username),
+        serde_json::json!({"tokens": 1}),
+    );
+    on_pool!(&state.db.write, |p| {
+        let mut tx = p.begin().await?;
+        sqlx::query(
+            "UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(&caller.token_hash)
+        .execute(&mut *tx)
+        .await?;
+        append_audit!(tx, dialect, std::slice::from_ref(&entry));
+        tx.commit().await?;
+        Ok::<_, AppError>(())
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -156,25 +198,7 @@ async fn revoke(
     let now = crate::db::now();
     let dialect = state.db.dialect();
     let Some(username) = request.username else {
-        let entry = Entry::new(
-            &caller.username,
-            "token.revoked",
-            format!("user:{}", caller.username),
-            serde_json::json!({"tokens": 1}),
-        );
-        on_pool!(&state.db.write, |p| {
-            let mut tx = p.begin().await?;
-            sqlx::query(
-                "UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(&caller.token_hash)
-            .execute(&mut *tx)
-            .await?;
-            append_audit!(tx, dialect, std::slice::from_ref(&entry));
-            tx.commit().await?;
-            Ok::<_, AppError>(())
-        })?;
+        revoke_own(&state, &caller).await?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     if username != caller.username {

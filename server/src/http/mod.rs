@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::registry::router())
         .merge(crate::reconcile::report::router())
         .merge(crate::review::router())
+        .merge(crate::console::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(json_limit))

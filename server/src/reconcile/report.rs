@@ -73,30 +73,30 @@ fn parse_prefix(prefix: Option<&str>) -> Result<Option<DivisionPrefix>> {
         .transpose()
 }
 
-#[derive(Deserialize)]
-struct CoverageQuery {
-    campaign: Option<String>,
-    level: Option<String>,
-    prefix: Option<String>,
+#[derive(Deserialize, Default)]
+pub struct CoverageQuery {
+    pub campaign: Option<String>,
+    pub level: Option<String>,
+    pub prefix: Option<String>,
 }
 
 #[derive(Serialize)]
-struct Coverage {
-    campaign: String,
-    level: &'static str,
-    items: Vec<Unit>,
-    unknown_household_visits: i64,
+pub struct Coverage {
+    pub campaign: String,
+    pub level: &'static str,
+    pub items: Vec<Unit>,
+    pub unknown_household_visits: i64,
 }
 
 #[derive(Serialize)]
-struct Unit {
-    code: String,
-    name: String,
-    registered: i64,
-    surveyed: i64,
-    approved: i64,
-    all_ok: i64,
-    open_findings: BTreeMap<String, i64>,
+pub struct Unit {
+    pub code: String,
+    pub name: String,
+    pub registered: i64,
+    pub surveyed: i64,
+    pub approved: i64,
+    pub all_ok: i64,
+    pub open_findings: BTreeMap<String, i64>,
 }
 
 /// A unit's open findings of one code: (unit, code, count).
@@ -121,6 +121,24 @@ async fn coverage(
     ApiQuery(query): ApiQuery<CoverageQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
+    let report = coverage_report(&state, &caller, &query).await?;
+    let wants_csv = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/csv"));
+    if wants_csv {
+        csv_response(&report)
+    } else {
+        Ok(Json(report).into_response())
+    }
+}
+
+/// The roll-up for the caller's scope.
+pub async fn coverage_report(
+    state: &AppState,
+    caller: &Caller,
+    query: &CoverageQuery,
+) -> Result<Coverage> {
     caller.require(&[Role::Reviewer, Role::Auditor, Role::Admin])?;
     let (level, digits) = match query.level.as_deref() {
         None | Some("township") => ("township", 9),
@@ -132,10 +150,10 @@ async fn coverage(
         }
     };
     let prefix = parse_prefix(query.prefix.as_deref())?;
-    let campaign = campaign(&state, query.campaign.as_deref()).await?;
-    let households = within(&caller, prefix.as_ref(), "h.village_code");
-    let villages = within(&caller, prefix.as_ref(), "village_code");
-    let visits = within(&caller, prefix.as_ref(), "s.household_id");
+    let campaign = campaign(state, query.campaign.as_deref()).await?;
+    let households = within(caller, prefix.as_ref(), "h.village_code");
+    let villages = within(caller, prefix.as_ref(), "village_code");
+    let visits = within(caller, prefix.as_ref(), "s.household_id");
 
     let units_sql = format!(
         "SELECT substr(h.village_code, 1, {digits}) AS code, COUNT(*) AS registered,
@@ -205,27 +223,18 @@ async fn coverage(
             all_ok: row.all_ok,
         })
         .collect();
-    let report = Coverage {
+    Ok(Coverage {
         campaign,
         level,
         items,
         unknown_household_visits: unknown,
-    };
-    let wants_csv = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/csv"));
-    if wants_csv {
-        csv_response(&report)
-    } else {
-        Ok(Json(report).into_response())
-    }
+    })
 }
 
 /// The roll-up as the county office opens it in Excel: Chinese headers, a UTF-8 byte-order
 /// mark (without it Excel reads UTF-8 as the local code page), a column per finding code and a
 /// total row.
-fn csv_response(report: &Coverage) -> Result<Response> {
+pub fn csv_response(report: &Coverage) -> Result<Response> {
     let unit = if report.level == "township" {
         "乡镇"
     } else {

@@ -224,11 +224,11 @@ fn scope_villages(scope: &[DivisionPrefix]) -> String {
 
 /// `GET /v1/households/{id}`: the record within the caller's scope (404 outside it, so
 /// existence does not leak); 身份证号 masked for reviewers and auditors unless `unmask=true`.
-#[derive(serde::Deserialize)]
-struct HouseholdQuery {
+#[derive(serde::Deserialize, Default)]
+pub struct HouseholdQuery {
     #[serde(flatten)]
-    unmask: UnmaskQuery,
-    campaign: Option<String>,
+    pub unmask: UnmaskQuery,
+    pub campaign: Option<String>,
 }
 
 /// `GET /v1/households/{household_id}`: the registry record and its verdict for a campaign.
@@ -238,12 +238,24 @@ async fn household(
     Path(household_id): Path<String>,
     ApiQuery(query): ApiQuery<HouseholdQuery>,
 ) -> Result<Json<Value>> {
-    let full_id_numbers = query.unmask.sees_full_id_numbers(&caller)?;
+    Ok(Json(
+        household_view(&state, &caller, &household_id, &query).await?,
+    ))
+}
+
+/// A household's record as the caller may see it, with its verdict.
+pub async fn household_view(
+    state: &AppState,
+    caller: &Caller,
+    household_id: &str,
+    query: &HouseholdQuery,
+) -> Result<Value> {
+    let full_id_numbers = query.unmask.sees_full_id_numbers(caller)?;
     let row: Option<HouseholdRow> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM households WHERE household_id = $1"
         ))
-        .bind(&household_id)
+        .bind(household_id)
         .fetch_optional(p)
         .await
     })?;
@@ -260,7 +272,7 @@ async fn household(
         let data = serde_json::json!({"household_id": row.household_id, "version": row.version});
         record_full_read(
             &state.db,
-            &caller,
+            caller,
             format!("household:{}", row.household_id),
             data,
         )
@@ -269,8 +281,8 @@ async fn household(
         mask_members(value.get_mut("members"));
     }
     let verdict =
-        crate::reconcile::household_verdict(&state, &row.household_id, query.campaign.as_deref())
+        crate::reconcile::household_verdict(state, &row.household_id, query.campaign.as_deref())
             .await?;
     value["verdict"] = serde_json::to_value(verdict).map_err(anyhow::Error::from)?;
-    Ok(Json(value))
+    Ok(value)
 }

@@ -278,7 +278,7 @@ fn raw_json<S: serde::Serializer>(text: &str, serializer: S) -> Result<S::Ok, S:
 }
 
 #[derive(Serialize)]
-struct SubmissionView {
+pub struct SubmissionView {
     submission_id: Uuid,
     household_id: String,
     campaign: String,
@@ -325,9 +325,19 @@ async fn read(
     Path(submission_id): Path<String>,
     ApiQuery(query): ApiQuery<UnmaskQuery>,
 ) -> Result<Json<SubmissionView>> {
+    Ok(Json(view(&state, &caller, &submission_id, &query).await?))
+}
+
+/// One visit as the caller may see it: its content, photos, findings and review.
+pub async fn view(
+    state: &AppState,
+    caller: &Caller,
+    submission_id: &str,
+    query: &UnmaskQuery,
+) -> Result<SubmissionView> {
     let not_found = || AppError::not_found("no such submission");
-    let id = Uuid::parse_str(&submission_id).map_err(|_| not_found())?;
-    let full_id_numbers = query.sees_full_id_numbers(&caller)?;
+    let id = Uuid::parse_str(submission_id).map_err(|_| not_found())?;
+    let full_id_numbers = query.sees_full_id_numbers(caller)?;
     let stored: Option<StoredSubmission> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(
             "SELECT s.submission_id, s.household_id, s.campaign, s.submitted_by, u.username, s.received_at, s.seq,
@@ -411,7 +421,7 @@ async fn read(
         let data = serde_json::json!({"submission_id": stored.submission_id, "household_id": stored.household_id});
         record_full_read(
             &state.db,
-            &caller,
+            caller,
             format!("submission:{}", stored.submission_id),
             data,
         )
@@ -419,7 +429,7 @@ async fn read(
     } else {
         mask_members(content.pointer_mut("/answers/members"));
     }
-    Ok(Json(SubmissionView {
+    Ok(SubmissionView {
         submission_id: stored.submission_id,
         household_id: stored.household_id,
         campaign: stored.campaign,
@@ -438,7 +448,7 @@ async fn read(
         decisions,
         comments,
         answers_resurvey_of,
-    }))
+    })
 }
 
 #[derive(Serialize, sqlx::FromRow)]

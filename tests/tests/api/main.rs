@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod blobs;
 mod campaigns;
+mod console;
 mod contract;
 mod evidence;
 mod exports;

@@ -1,0 +1,485 @@
+//! The web console: its sessions and forms over plain HTTP on every backend, and a reviewer's
+//! whole errand in headless Chromium (through ChromeDriver), with a screenshot of each page.
+
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use huikan_tests::api::expect_problem;
+use huikan_tests::photos::{distinct_copy, sha256_hex, unlike_jpeg};
+use huikan_tests::registry::{Household, rows, utf8_bom, village};
+use huikan_tests::visits::sound_visit;
+use huikan_tests::{Backend, TestServer, backend_tests};
+use serde_json::{Value, json};
+
+backend_tests!(sessions_and_forms_keep_to_the_api_rules);
+
+const VILLAGE: &str = "410327101001";
+const PASSWORD: &str = "console-password-1";
+
+/// A registered village, a campaign, and a user of `role` with a known password.
+async fn setup(server: &TestServer) -> (Vec<Household>, String) {
+    let admin = server.admin().await;
+    let households = village(VILLAGE, 3);
+    let imported = admin
+        .post_raw(
+            "/v1/registry/imports",
+            "text/csv",
+            utf8_bom(&rows(&households)),
+        )
+        .await;
+    assert_eq!(imported.status(), 201);
+    let defined = admin
+        .put_json(
+            "/v1/campaigns/2020-lookback-1",
+            &json!({"name": "2020年第一轮", "starts_at": "2020-03-01T00:00:00+08:00",
+                    "ends_at": "2020-12-31T23:59:59+08:00", "timezone": "Asia/Shanghai",
+                    "required_photos": ["housing_exterior"]}),
+        )
+        .await;
+    assert!(defined.status().is_success());
+    let reviewer = format!(
+        "reviewer-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
+    let created = admin
+        .post_json(
+            "/v1/users",
+            &json!({"username": reviewer, "password": PASSWORD, "role": "reviewer", "scope": ["410327101"]}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    (households, reviewer)
+}
+
+fn plain_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Logs in through the console's form; returns the session cookie.
+async fn console_login(base: &str, username: &str, password: &str) -> Option<String> {
+    let answer = plain_client()
+        .post(format!("{base}/console/login"))
+        .form(&[("username", username), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = answer
+        .headers()
+        .get("set-cookie")?
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(answer.status(), 303);
+    Some(cookie)
+}
+
+async fn sessions_and_forms_keep_to_the_api_rules(server: TestServer) {
+    let (households, reviewer) = setup(&server).await;
+    let base = server.base.clone();
+    let field = server.user("field_staff", &[VILLAGE]).await;
+    let visit = sound_visit(&households[0], &[]);
+    let pushed = field
+        .post_json("/v1/sync/push", &json!({"submissions": [visit]}))
+        .await;
+    assert_eq!(pushed.status(), 200);
+    let id = visit["submission_id"].as_str().unwrap();
+    let client = plain_client();
+
+    // No session: every page sends the browser to the login.
+    let answer = client
+        .get(format!("{base}/console/queue"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    assert_eq!(answer.headers()["location"], "/console/login");
+    assert!(console_login(&base, &reviewer, "wrong").await.is_none());
+
+    let cookie = console_login(&base, &reviewer, PASSWORD).await.unwrap();
+    let page = client
+        .get(format!("{base}/console/queue"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&id[..8]), "the visit is in the queue");
+    assert!(html.contains("审核队列"), "Chinese by default");
+
+    // A form without this session's token changes nothing.
+    let forged = client
+        .post(format!("{base}/console/visits/{id}/decision"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("decision", "approve"),
+            ("expected_state", "received"),
+            ("csrf", "forged"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let state: Value = field.get_json(&format!("/v1/submissions/{id}")).await;
+    assert_eq!(state["review_state"], "received");
+    // Through the API, the cookie reads but never writes.
+    let api_write = client
+        .post(format!("{base}/v1/review/{id}/claim"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(api_write, 401, "unauthorized").await;
+
+    // A field worker's session may do in the console what their role may do through the API:
+    // not review.
+    let staff = format!("field-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let admin = server.admin().await;
+    let created = admin
+        .post_json(
+            "/v1/users",
+            &json!({"username": staff, "password": PASSWORD, "role": "field_staff", "scope": [VILLAGE]}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let staff_cookie = console_login(&base, &staff, PASSWORD).await.unwrap();
+    let refused = client
+        .get(format!("{base}/console/queue"))
+        .header("cookie", &staff_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+
+    // English on request.
+    let switched = client
+        .get(format!("{base}/console/lang/en"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let lang = switched.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = client
+        .get(format!("{base}/console/queue"))
+        .header("cookie", format!("{cookie}; {lang}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(page.text().await.unwrap().contains("Review queue"));
+
+    // Logging out ends the session for the API too.
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = client
+        .post(format!("{base}/console/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    let after = client
+        .get(format!("{base}/console/queue"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 303);
+}
+
+/// Where screenshots of the console are kept: beside the test build.
+fn screenshot_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Driver {
+    process: tokio::process::Child,
+    url: String,
+    _profile: tempfile::TempDir,
+}
+
+/// ChromeDriver on a free port, or None outside CI when it is not installed.
+async fn chromedriver() -> Option<Driver> {
+    let Some(driver) = std::env::var_os("HUIKAN_TEST_CHROMEDRIVER") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "ChromeDriver is not available (HUIKAN_TEST_CHROMEDRIVER), and CI=true requires it"
+        );
+        eprintln!("SKIPPED: ChromeDriver is not available (run the README's test command)");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let process = tokio::process::Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting chromedriver");
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{url}/status")).await.is_ok() {
+            return Some(Driver {
+                process,
+                url,
+                _profile: tempfile::tempdir().unwrap(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not start");
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let chromium =
+        std::env::var("HUIKAN_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({"binary": chromium, "args": [
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--window-size=1400,1800",
+            format!("--user-data-dir={}", driver._profile.path().display()),
+        ]}),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session")
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.unwrap();
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+/// Whether every image on the page has loaded (none broken).
+async fn images_loaded(client: &Client, selector: &str) -> usize {
+    let script = format!(
+        "return Array.from(document.querySelectorAll('{selector}')).filter(i => i.complete && i.naturalWidth > 0).length;"
+    );
+    client
+        .execute(&script, vec![])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap() as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reviewer_sends_a_copied_photo_back_for_resurvey_in_the_browser() {
+    let Some(mut driver) = chromedriver().await else {
+        return;
+    };
+    let Some(server) = TestServer::start(Backend::Embedded).await else {
+        return;
+    };
+    let (households, reviewer) = setup(&server).await;
+    let field = server.user("field_staff", &[VILLAGE]).await;
+    // One house photographed, and a copy of that photo sent for the neighbour.
+    let original = unlike_jpeg(4242);
+    let copy = distinct_copy(&original, "copied for another household");
+    let mut shas = Vec::new();
+    for bytes in [original, copy] {
+        let sha = sha256_hex(&bytes);
+        assert!(field.put_blob(&sha, bytes).await.status().is_success());
+        shas.push(sha);
+    }
+    let first = sound_visit(&households[0], &[(shas[0].as_str(), "housing_exterior")]);
+    let copied = sound_visit(&households[1], &[(shas[1].as_str(), "housing_exterior")]);
+    for body in [&first, &copied] {
+        let pushed = field
+            .post_json("/v1/sync/push", &json!({"submissions": [body]}))
+            .await;
+        assert_eq!(pushed.status(), 200);
+    }
+    let copied_id = copied["submission_id"].as_str().unwrap().to_owned();
+    server.settle().await;
+
+    let client = browser(&driver).await;
+    let base = &server.base;
+    client.goto(&format!("{base}/console/login")).await.unwrap();
+    screenshot(&client, "1-login").await;
+    client
+        .find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys(&reviewer)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .wait()
+        .for_element(Locator::Id("queue"))
+        .await
+        .unwrap();
+    screenshot(&client, "2-queue").await;
+
+    // The queue, filtered to copied photos: only the neighbour's visit.
+    client
+        .find(Locator::Id("finding"))
+        .await
+        .unwrap()
+        .select_by_value("photo_near_duplicate")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("apply"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let url = client.current_url().await.unwrap();
+        if url
+            .query()
+            .is_some_and(|q| q.contains("photo_near_duplicate"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client
+        .wait()
+        .for_element(Locator::Id("queue"))
+        .await
+        .unwrap();
+    let visits = client
+        .find_all(Locator::Css("#queue a.visit"))
+        .await
+        .unwrap();
+    assert_eq!(visits.len(), 1);
+    screenshot(&client, "3-queue-near-duplicates").await;
+    visits[0].clone().click().await.unwrap();
+
+    // The visit: both photos side by side, loaded.
+    client
+        .wait()
+        .for_element(Locator::Css(".near-duplicate"))
+        .await
+        .unwrap();
+    assert!(
+        client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with(&copied_id)
+    );
+    assert_eq!(
+        images_loaded(&client, ".near-duplicate img.thumbnail").await,
+        2
+    );
+    let findings = client
+        .find(Locator::Id("findings"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(findings.contains("photo_near_duplicate"), "{findings}");
+    screenshot(&client, "4-visit").await;
+
+    // Sent back for resurvey, with a reason.
+    let reason = "照片与另一户相同，请重新入户拍摄";
+    client
+        .find(Locator::Id("resurvey"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("reason"))
+        .await
+        .unwrap()
+        .send_keys(reason)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("decide"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .wait()
+        .for_element(Locator::Id("state"))
+        .await
+        .unwrap();
+    let state = client
+        .find(Locator::Id("state"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(state, "需重新走访");
+    screenshot(&client, "5-decided").await;
+    client
+        .goto(&format!("{base}/console/coverage?level=village"))
+        .await
+        .unwrap();
+    client
+        .wait()
+        .for_element(Locator::Id("coverage"))
+        .await
+        .unwrap();
+    screenshot(&client, "6-coverage").await;
+    client.close().await.unwrap();
+    let _ = driver.process.kill().await;
+
+    // The field worker's phone learns it.
+    let feed: Value = field.get_json("/v1/sync/submissions").await;
+    let item = feed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|i| i["submission_id"] == copied_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(item["review_state"], "resurvey_requested");
+    assert_eq!(item["reason"], reason);
+}
