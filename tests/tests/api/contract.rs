@@ -138,7 +138,8 @@ async fn the_running_server_answers_every_operation_of_the_spec() {
             .replace("{upload_id}", "0190c3e2-7d3a-7b4c-9d1e-0123456789ab")
             .replace("{submission_id}", "0190c3e2-7d3a-7b4c-9d1e-0123456789ab")
             .replace("{campaign_id}", "c1")
-            .replace("{household_id}", "4103271010010001");
+            .replace("{household_id}", "4103271010010001")
+            .replace("{lang}", "en");
         assert!(!path.contains('{'), "unfilled parameter in {path}");
         let response = admin
             .request(Method::from_bytes(method.as_bytes()).unwrap(), &path)
