@@ -99,6 +99,11 @@ pub struct Config {
     #[arg(long, env = "HUIKAN_REVIEW_SAMPLE_PERCENT", default_value_t = 100)]
     pub review_sample_percent: u32,
 
+    /// Load a small synthetic county (registry, users of every role, visits with photos that
+    /// raise every finding) and print the console's address and the logins.
+    #[arg(long, env = "HUIKAN_DEMO")]
+    pub demo: bool,
+
     /// How long a presigned photo URL handed out for S3 stays valid, in seconds.
     #[arg(long, env = "HUIKAN_PRESIGN_TTL_SECS", default_value_t = 300)]
     pub presign_ttl_secs: u64,

@@ -8,6 +8,7 @@ pub mod campaigns;
 pub mod config;
 pub mod console;
 pub mod db;
+pub mod demo;
 pub mod error;
 pub mod evidence;
 pub mod http;

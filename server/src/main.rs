@@ -74,11 +74,23 @@ async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(config) => {
             let listener = TcpListener::bind(config.listen).await?;
+            let demo = config.demo;
             let state = huikan_server::open(config).await?;
             let addr = listener.local_addr()?;
+            let demo_lines = if demo {
+                huikan_server::demo::load(&state).await?
+            } else {
+                Vec::new()
+            };
             // Scripts and tests read this line to learn the port when listening on port 0; it
             // comes once storage is open and migrated, so the server is ready when it appears.
             println!("huikan listening on http://{addr}");
+            if demo {
+                println!("console: http://{addr}/console/");
+                for line in demo_lines {
+                    println!("{line}");
+                }
+            }
             tracing::info!(%addr, "listening");
             huikan_server::serve(state, listener, shutdown_signal()).await
         }

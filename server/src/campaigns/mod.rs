@@ -27,7 +27,7 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CampaignBody {
+pub struct CampaignBody {
     name: String,
     starts_at: DateTime<FixedOffset>,
     ends_at: DateTime<FixedOffset>,
@@ -55,7 +55,7 @@ struct CampaignRow {
     required_photos: String,
 }
 
-async fn define(
+pub async fn define(
     State(state): State<AppState>,
     caller: Caller,
     Path(campaign_id): Path<String>,

@@ -82,7 +82,7 @@ pub struct QueueItem {
     pub household_id: String,
     pub campaign: String,
     pub submitted_by: String,
-    pub surveyed_at: String,
+    pub surveyed_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
     pub state: String,
     /// Who holds it, while the lease runs.
@@ -100,7 +100,7 @@ struct QueueRow {
     household_id: String,
     campaign: String,
     submitted_by: String,
-    surveyed_at: String,
+    surveyed_at: DateTime<Utc>,
     received_at: DateTime<Utc>,
     review_state: String,
     claimed_by: Option<String>,

@@ -2,7 +2,7 @@
 //! back, and the feed through which a phone learns its visits' review state.
 
 mod group_commit;
-mod ingest;
+pub mod ingest;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
