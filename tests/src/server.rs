@@ -302,9 +302,12 @@ impl TestServer {
     }
 }
 
+/// The password of every user the harness creates.
+pub const PASSWORD: &str = "password-123";
+
 pub async fn user_on(base: &str, admin: &Api, role: &str, scope: &[&str]) -> Api {
     let username = format!("{role}-{}", &Uuid::new_v4().simple().to_string()[..8]);
-    let password = "password-123";
+    let password = PASSWORD;
     let response = admin
         .post_json("/v1/users", &serde_json::json!({"username": username, "password": password, "role": role, "scope": scope}))
         .await;

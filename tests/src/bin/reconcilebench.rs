@@ -121,6 +121,7 @@ async fn main() -> Result<()> {
         reconciled.as_secs_f64()
     );
     reports(&reviewer, args.runs).await?;
+    console_queue(&args.base, &reviewer.username(), args.runs).await?;
 
     // The re-import: every household changed, one in ten losing a member.
     let changed: Vec<Household> = county
@@ -346,6 +347,53 @@ async fn drained(db: &Db) -> Result<()> {
     Ok(())
 }
 
+/// The console's queue page for a township, as a reviewer's browser loads it, timed.
+async fn console_queue(base: &str, username: &str, runs: usize) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let login = client
+        .post(format!("{base}/console/login"))
+        .form(&[
+            ("username", username),
+            ("password", huikan_tests::server::PASSWORD),
+        ])
+        .send()
+        .await?;
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .context("no session cookie")?
+        .to_str()?
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let page = client
+            .get(format!("{base}/console/queue?prefix=410327101"))
+            .header("cookie", &cookie)
+            .send()
+            .await?;
+        ensure!(page.status() == 200, "console queue: {}", page.status());
+        let html = page.text().await?;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        ensure!(
+            html.contains("class=\"visit\""),
+            "the console queue is empty"
+        );
+    }
+    println!(
+        "scenario=console_queue_township runs={runs} p50={:.1}ms p99={:.1}ms max={:.1}ms",
+        percentile(&times, 50.0),
+        percentile(&times, 99.0),
+        percentile(&times, 100.0)
+    );
+    Ok(())
+}
+
 /// The reports a supervisor and a reviewer open, timed.
 async fn reports(reviewer: &Api, runs: usize) -> Result<()> {
     for (scenario, path) in [
@@ -364,6 +412,15 @@ async fn reports(reviewer: &Api, runs: usize) -> Result<()> {
         (
             "households_finding_page",
             "/v1/households?prefix=410327&finding=member_mismatch&limit=100".to_owned(),
+        ),
+        // A township's undecided visits: 20,000 with the default 30,000 households.
+        (
+            "review_queue_township",
+            "/v1/review/queue?prefix=410327101&limit=100".to_owned(),
+        ),
+        (
+            "review_queue_finding",
+            "/v1/review/queue?prefix=410327101&finding=water_unsafe&limit=100".to_owned(),
         ),
     ] {
         let mut times = Vec::with_capacity(runs);
