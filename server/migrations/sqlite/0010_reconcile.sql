@@ -2,19 +2,30 @@
 -- (kept, with when), and one true again is reopened. Open findings are those not cleared.
 
 ALTER TABLE findings ADD COLUMN cleared_at TEXT;
-CREATE INDEX findings_open_by_code ON findings (code, submission_id) WHERE cleared_at IS NULL;
+-- A visit's open findings, read without touching the table (roll-ups, the queue's filters).
+CREATE INDEX findings_open ON findings (submission_id, code, severity) WHERE cleared_at IS NULL;
 
 -- Each household's current visit per campaign, as the contract defines it (the latest approved,
--- else the latest not rejected), and whether its every guarantee holds: kept by the reconcile
--- job so the roll-ups read one row per household instead of ranking every visit.
+-- else the latest not rejected), with what the roll-ups count: the village it is registered in
+-- (null when the household is not registered, or removed), whether it is approved, and whether
+-- its every guarantee holds. Kept by the reconcile job, so a roll-up reads one small row per
+-- household instead of ranking every visit.
 CREATE TABLE current_visits (
     campaign      TEXT NOT NULL,
     household_id  TEXT NOT NULL,
     submission_id BLOB NOT NULL REFERENCES submissions (submission_id),
+    village_code  TEXT,
+    approved      BOOLEAN NOT NULL,
     all_ok        BOOLEAN NOT NULL,
     PRIMARY KEY (campaign, household_id)
 );
 CREATE INDEX current_visits_by_household ON current_visits (household_id);
+CREATE INDEX current_visits_by_village ON current_visits (campaign, village_code, approved, all_ok, submission_id)
+    WHERE village_code IS NOT NULL;
+
+-- The roll-ups count registered households by village, and visits by campaign and household.
+CREATE INDEX households_registered ON households (village_code, household_id) WHERE removed = FALSE;
+CREATE INDEX submissions_by_campaign ON submissions (campaign, household_id) WHERE duplicate_of IS NULL;
 
 -- The names of the units the roll-ups report on, as the registry last gave them.
 ALTER TABLE registry_villages ADD COLUMN township TEXT;

@@ -34,11 +34,19 @@ struct Facts {
     campaigns: HashMap<String, Campaign>,
 }
 
+#[derive(Clone, Copy)]
+struct Current {
+    submission_id: Uuid,
+    approved: bool,
+    all_ok: bool,
+}
+
 /// What reconciliation concludes for one household.
 struct Evaluated {
     findings: HashMap<Uuid, Vec<Finding>>,
-    /// Per campaign: the current visit and whether its every guarantee holds.
-    current: HashMap<String, (Uuid, bool)>,
+    /// Per campaign: the current visit, whether it is approved, and whether its every
+    /// guarantee holds.
+    current: HashMap<String, Current>,
 }
 
 fn thresholds(state: &AppState) -> Thresholds {
@@ -290,7 +298,14 @@ fn evaluate(
         findings,
         current: current
             .into_iter()
-            .map(|(campaign, (visit, verdict))| (campaign, (visit.submission_id, verdict.all_ok())))
+            .map(|(campaign, (visit, verdict))| {
+                let current = Current {
+                    submission_id: visit.submission_id,
+                    approved: visit.review_state == "approved",
+                    all_ok: verdict.all_ok(),
+                };
+                (campaign, current)
+            })
             .collect(),
     }
 }
@@ -328,6 +343,9 @@ struct CurrentRow {
     campaign: String,
     household_id: String,
     submission_id: Uuid,
+    /// Where it is registered; none when it is not (or no longer).
+    village_code: Option<String>,
+    approved: bool,
     all_ok: bool,
 }
 
@@ -368,7 +386,8 @@ async fn reconcile(state: &AppState, households: &[&str]) -> Result<()> {
     })?;
     let stored_current: Vec<CurrentRow> = on_pool!(&state.db.read, |p| {
         let mut q = sqlx::QueryBuilder::new(
-            "SELECT campaign, household_id, submission_id, all_ok FROM current_visits WHERE household_id",
+            "SELECT campaign, household_id, submission_id, village_code, approved, all_ok
+             FROM current_visits WHERE household_id",
         );
         push_in!(q, households);
         q.build_query_as().fetch_all(p).await
@@ -378,12 +397,11 @@ async fn reconcile(state: &AppState, households: &[&str]) -> Result<()> {
     let mut wanted: Vec<(&Visit, Finding)> = Vec::new();
     let mut current: Vec<CurrentRow> = Vec::new();
     for (household_id, visits) in &facts.visits {
-        let evaluated = evaluate(
-            visits,
-            facts.registered.get(household_id),
-            &facts.campaigns,
-            &thresholds,
-        );
+        let registered = facts.registered.get(household_id);
+        let evaluated = evaluate(visits, registered, &facts.campaigns, &thresholds);
+        let village_code = registered
+            .filter(|r| !r.removed)
+            .map(|r| r.village_code.clone());
         let mut evaluated_findings = evaluated.findings;
         for visit in visits {
             for finding in evaluated_findings
@@ -397,11 +415,13 @@ async fn reconcile(state: &AppState, households: &[&str]) -> Result<()> {
             evaluated
                 .current
                 .into_iter()
-                .map(|(campaign, (submission_id, all_ok))| CurrentRow {
+                .map(|(campaign, c)| CurrentRow {
                     campaign,
                     household_id: household_id.clone(),
-                    submission_id,
-                    all_ok,
+                    submission_id: c.submission_id,
+                    village_code: village_code.clone(),
+                    approved: c.approved,
+                    all_ok: c.all_ok,
                 }),
         );
     }
@@ -566,17 +586,20 @@ async fn reconcile(state: &AppState, households: &[&str]) -> Result<()> {
         }
         for chunk in current_changed.chunks(500) {
             let mut q = sqlx::QueryBuilder::new(
-                "INSERT INTO current_visits (campaign, household_id, submission_id, all_ok) ",
+                "INSERT INTO current_visits (campaign, household_id, submission_id, village_code, approved, all_ok) ",
             );
             q.push_values(chunk, |mut row, c| {
                 row.push_bind(c.campaign.as_str())
                     .push_bind(c.household_id.as_str())
                     .push_bind(c.submission_id)
+                    .push_bind(c.village_code.as_deref())
+                    .push_bind(c.approved)
                     .push_bind(c.all_ok);
             });
             q.push(
                 " ON CONFLICT (campaign, household_id) DO UPDATE
-                  SET submission_id = excluded.submission_id, all_ok = excluded.all_ok",
+                  SET submission_id = excluded.submission_id, village_code = excluded.village_code,
+                      approved = excluded.approved, all_ok = excluded.all_ok",
             );
             q.build().execute(&mut *tx).await?;
         }
@@ -670,7 +693,7 @@ pub async fn household_verdict(
         &facts.campaigns,
         &thresholds(state),
     );
-    let Some((submission_id, _)) = evaluated.current.get(&campaign_id).copied() else {
+    let Some(Current { submission_id, .. }) = evaluated.current.get(&campaign_id).copied() else {
         return Ok(unknown(campaign));
     };
     let findings: Vec<Finding> = evaluated

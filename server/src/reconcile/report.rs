@@ -105,9 +105,8 @@ type UnitFindings = (String, String, i64);
 type VillageNames = (String, Option<String>, Option<String>);
 
 #[derive(sqlx::FromRow)]
-struct UnitRow {
+struct Surveyed {
     code: String,
-    registered: i64,
     surveyed: i64,
     approved: i64,
     all_ok: i64,
@@ -151,28 +150,30 @@ pub async fn coverage_report(
     };
     let prefix = parse_prefix(query.prefix.as_deref())?;
     let campaign = campaign(state, query.campaign.as_deref()).await?;
-    let households = within(caller, prefix.as_ref(), "h.village_code");
     let villages = within(caller, prefix.as_ref(), "village_code");
     let visits = within(caller, prefix.as_ref(), "s.household_id");
 
-    let units_sql = format!(
-        "SELECT substr(h.village_code, 1, {digits}) AS code, COUNT(*) AS registered,
-                COUNT(cv.submission_id) AS surveyed,
-                COALESCE(SUM(CASE WHEN s.review_state = 'approved' THEN 1 ELSE 0 END), 0) AS approved,
+    let current = within(caller, prefix.as_ref(), "cv.village_code");
+    // Each count reads one partial index: registered households by village, current visits by
+    // campaign and village, open findings by visit, visits by campaign and household.
+    let registered_sql = format!(
+        "SELECT substr(village_code, 1, {digits}), COUNT(*) FROM households
+         WHERE removed = FALSE AND {villages} GROUP BY substr(village_code, 1, {digits})"
+    );
+    let surveyed_sql = format!(
+        "SELECT substr(cv.village_code, 1, {digits}) AS code, COUNT(*) AS surveyed,
+                COALESCE(SUM(CASE WHEN cv.approved THEN 1 ELSE 0 END), 0) AS approved,
                 COALESCE(SUM(CASE WHEN cv.all_ok THEN 1 ELSE 0 END), 0) AS all_ok
-         FROM households h
-         LEFT JOIN current_visits cv ON cv.campaign = $1 AND cv.household_id = h.household_id
-         LEFT JOIN submissions s ON s.submission_id = cv.submission_id
-         WHERE h.removed = FALSE AND {households}
-         GROUP BY substr(h.village_code, 1, {digits}) ORDER BY 1"
+         FROM current_visits cv
+         WHERE cv.campaign = $1 AND cv.village_code IS NOT NULL AND {current}
+         GROUP BY substr(cv.village_code, 1, {digits})"
     );
     let findings_sql = format!(
-        "SELECT substr(h.village_code, 1, {digits}), f.code, COUNT(*)
+        "SELECT substr(cv.village_code, 1, {digits}), f.code, COUNT(*)
          FROM current_visits cv
-         JOIN households h ON h.household_id = cv.household_id
          JOIN findings f ON f.submission_id = cv.submission_id AND f.cleared_at IS NULL
-         WHERE cv.campaign = $1 AND h.removed = FALSE AND {households}
-         GROUP BY substr(h.village_code, 1, {digits}), f.code"
+         WHERE cv.campaign = $1 AND cv.village_code IS NOT NULL AND {current}
+         GROUP BY substr(cv.village_code, 1, {digits}), f.code"
     );
     let names_sql =
         format!("SELECT village_code, township, village FROM registry_villages WHERE {villages}");
@@ -182,16 +183,24 @@ pub async fn coverage_report(
            AND NOT EXISTS (SELECT 1 FROM households h
                            WHERE h.household_id = s.household_id AND h.removed = FALSE)"
     );
-    let (rows, counts, names, unknown): (Vec<UnitRow>, Vec<UnitFindings>, Vec<VillageNames>, i64) =
-        on_pool!(&state.db.read, |p| {
-            let rows = sqlx::query_as(&units_sql).bind(&campaign).fetch_all(p);
-            let counts = sqlx::query_as(&findings_sql).bind(&campaign).fetch_all(p);
-            let names = sqlx::query_as(&names_sql).fetch_all(p);
-            let unknown = sqlx::query_scalar(&unknown_sql)
-                .bind(&campaign)
-                .fetch_one(p);
-            tokio::try_join!(rows, counts, names, unknown)
-        })?;
+    let (registered, surveyed, counts, names, unknown): (
+        Vec<(String, i64)>,
+        Vec<Surveyed>,
+        Vec<UnitFindings>,
+        Vec<VillageNames>,
+        i64,
+    ) = on_pool!(&state.db.read, |p| {
+        let registered = sqlx::query_as(&registered_sql).fetch_all(p);
+        let surveyed = sqlx::query_as(&surveyed_sql).bind(&campaign).fetch_all(p);
+        let counts = sqlx::query_as(&findings_sql).bind(&campaign).fetch_all(p);
+        let names = sqlx::query_as(&names_sql).fetch_all(p);
+        let unknown = sqlx::query_scalar(&unknown_sql)
+            .bind(&campaign)
+            .fetch_one(p);
+        tokio::try_join!(registered, surveyed, counts, names, unknown)
+    })?;
+    let mut surveyed: HashMap<String, Surveyed> =
+        surveyed.into_iter().map(|s| (s.code.clone(), s)).collect();
 
     let mut unit_names: HashMap<String, String> = HashMap::new();
     for (village_code, township, village) in names {
@@ -211,18 +220,22 @@ pub async fn coverage_report(
     for (code, finding, n) in counts {
         open.entry(code).or_default().insert(finding, n);
     }
-    let items: Vec<Unit> = rows
+    let mut items: Vec<Unit> = registered
         .into_iter()
-        .map(|row| Unit {
-            name: unit_names.remove(&row.code).unwrap_or_default(),
-            open_findings: open.remove(&row.code).unwrap_or_default(),
-            code: row.code,
-            registered: row.registered,
-            surveyed: row.surveyed,
-            approved: row.approved,
-            all_ok: row.all_ok,
+        .map(|(code, registered)| {
+            let counted = surveyed.remove(&code);
+            Unit {
+                name: unit_names.remove(&code).unwrap_or_default(),
+                open_findings: open.remove(&code).unwrap_or_default(),
+                registered,
+                surveyed: counted.as_ref().map_or(0, |c| c.surveyed),
+                approved: counted.as_ref().map_or(0, |c| c.approved),
+                all_ok: counted.as_ref().map_or(0, |c| c.all_ok),
+                code,
+            }
         })
         .collect();
+    items.sort_by(|a, b| a.code.cmp(&b.code));
     Ok(Coverage {
         campaign,
         level,
