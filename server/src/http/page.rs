@@ -102,6 +102,29 @@ impl<T> Paged<T> {
     }
 }
 
+impl<T> Paged<T> {
+    /// Builds a page of a listing ordered by a text key from up to `limit + 1` rows read after
+    /// the key `after`, each with its key.
+    pub fn from_keyed_rows(
+        listing: &str,
+        after: &str,
+        limit: i64,
+        mut rows: Vec<(String, T)>,
+    ) -> Self {
+        let has_more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let last = rows
+            .last()
+            .map_or(after, |(key, _)| key.as_str())
+            .to_owned();
+        Paged {
+            items: rows.into_iter().map(|(_, item)| item).collect(),
+            next_cursor: encode(listing, last),
+            has_more,
+        }
+    }
+}
+
 /// A query-string extractor whose rejection is our problem+json (400 `invalid_query`), not
 /// axum's plain text: a repeated or malformed parameter gets a clear error like any other.
 pub struct ApiQuery<T>(pub T);

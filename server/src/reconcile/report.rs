@@ -19,7 +19,7 @@ use crate::auth::{Caller, Role};
 use crate::db::prefix_condition;
 use crate::error::{AppError, Result};
 use crate::http::AppState;
-use crate::http::page::{ApiQuery, PageQuery, Paged, encode};
+use crate::http::page::{ApiQuery, PageQuery, Paged};
 use crate::on_pool;
 
 pub fn router() -> Router<AppState> {
@@ -180,8 +180,7 @@ pub async fn coverage_report(
     let unknown_sql = format!(
         "SELECT COUNT(*) FROM submissions s
          WHERE s.campaign = $1 AND s.duplicate_of IS NULL AND {visits}
-           AND NOT EXISTS (SELECT 1 FROM households h
-                           WHERE h.household_id = s.household_id AND h.removed = FALSE)"
+           AND s.household_id NOT IN (SELECT household_id FROM households WHERE removed = FALSE)"
     );
     let (registered, surveyed, counts, names, unknown): (
         Vec<(String, i64)>,
@@ -466,20 +465,5 @@ async fn households(
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Json(keyed_page(LISTING, &after, limit, items)))
-}
-
-/// A page from up to `limit + 1` rows read after the key `after`, each with its key.
-fn keyed_page<T>(listing: &str, after: &str, limit: i64, mut rows: Vec<(String, T)>) -> Paged<T> {
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let last = rows
-        .last()
-        .map_or(after, |(key, _)| key.as_str())
-        .to_owned();
-    Paged {
-        items: rows.into_iter().map(|(_, item)| item).collect(),
-        next_cursor: encode(listing, last),
-        has_more,
-    }
+    Ok(Json(Paged::from_keyed_rows(LISTING, &after, limit, items)))
 }
