@@ -99,6 +99,15 @@ pub struct Unit {
     pub open_findings: BTreeMap<String, i64>,
 }
 
+/// What the roll-up's five queries answer.
+type CoverageRows = (
+    Vec<(String, i64)>,
+    Vec<Surveyed>,
+    Vec<UnitFindings>,
+    Vec<VillageNames>,
+    i64,
+);
+
 /// A unit's open findings of one code: (unit, code, count).
 type UnitFindings = (String, String, i64);
 /// (village code, township name, village name).
@@ -182,22 +191,17 @@ pub async fn coverage_report(
          WHERE s.campaign = $1 AND s.duplicate_of IS NULL AND {visits}
            AND s.household_id NOT IN (SELECT household_id FROM households WHERE removed = FALSE)"
     );
-    let (registered, surveyed, counts, names, unknown): (
-        Vec<(String, i64)>,
-        Vec<Surveyed>,
-        Vec<UnitFindings>,
-        Vec<VillageNames>,
-        i64,
-    ) = on_pool!(&state.db.read, |p| {
-        let registered = sqlx::query_as(&registered_sql).fetch_all(p);
-        let surveyed = sqlx::query_as(&surveyed_sql).bind(&campaign).fetch_all(p);
-        let counts = sqlx::query_as(&findings_sql).bind(&campaign).fetch_all(p);
-        let names = sqlx::query_as(&names_sql).fetch_all(p);
-        let unknown = sqlx::query_scalar(&unknown_sql)
-            .bind(&campaign)
-            .fetch_one(p);
-        tokio::try_join!(registered, surveyed, counts, names, unknown)
-    })?;
+    let (registered, surveyed, counts, names, unknown): CoverageRows =
+        on_pool!(&state.db.read, |p| {
+            let registered = sqlx::query_as(&registered_sql).fetch_all(p);
+            let surveyed = sqlx::query_as(&surveyed_sql).bind(&campaign).fetch_all(p);
+            let counts = sqlx::query_as(&findings_sql).bind(&campaign).fetch_all(p);
+            let names = sqlx::query_as(&names_sql).fetch_all(p);
+            let unknown = sqlx::query_scalar(&unknown_sql)
+                .bind(&campaign)
+                .fetch_one(p);
+            tokio::try_join!(registered, surveyed, counts, names, unknown)
+        })?;
     let mut surveyed: HashMap<String, Surveyed> =
         surveyed.into_iter().map(|s| (s.code.clone(), s)).collect();
 
