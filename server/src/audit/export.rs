@@ -32,6 +32,7 @@ use super::signing::Signer;
 use super::{Chained, Entry};
 use crate::append_audit;
 use crate::auth::Caller;
+use crate::db::BeginWrite;
 use crate::db::Db;
 use crate::error::{AppError, Result};
 use crate::http::AppState;
@@ -149,7 +150,7 @@ pub(super) async fn export(
         scope.filter("household_id")
     );
     let (first_seq, head): (Option<i64>, (i64, String)) = on_pool!(&state.db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         append_audit!(tx, dialect, &entries);
         let head: (i64, String) = sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
             .fetch_one(&mut *tx)

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 pub use routes::router;
 
+use crate::db::BeginWrite;
 use crate::db::{Db, Dialect};
 use crate::error::Result;
 use crate::on_pool;
@@ -202,7 +203,7 @@ macro_rules! append_audit {
 pub async fn record(db: &Db, entries: &[Entry]) -> Result<()> {
     let dialect = db.dialect();
     on_pool!(&db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         append_audit!(tx, dialect, entries);
         tx.commit().await?;
         Ok(())

@@ -21,6 +21,7 @@ pub use caller::{Caller, Role, SESSION_COOKIE, session_cookie};
 
 use crate::append_audit;
 use crate::audit::Entry;
+use crate::db::BeginWrite;
 use crate::db::Db;
 use crate::error::{AppError, Result};
 use crate::http::AppState;
@@ -122,7 +123,7 @@ pub async fn login(
     );
     let dialect = state.db.dialect();
     on_pool!(&state.db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         sqlx::query(
             "INSERT INTO tokens (token_hash, user_id, device_id, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5)",
@@ -162,7 +163,7 @@ pub async fn revoke_own(state: &AppState, caller: &Caller) -> Result<()> {
         serde_json::json!({"tokens": 1}),
     );
     on_pool!(&state.db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         sqlx::query(
             "UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
         )
@@ -212,7 +213,7 @@ async fn revoke(
     })?;
     let user_id = user_id.ok_or_else(|| AppError::not_found(format!("no user {username:?}")))?;
     let revoked = on_pool!(&state.db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let revoked = sqlx::query(
             "UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
         )
@@ -312,7 +313,7 @@ pub async fn insert_user(
     );
     let dialect = db.dialect();
     let inserted = on_pool!(&db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO users (id, username, password_hash, role, scope, created_at)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username) DO NOTHING",

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::append_audit;
 use crate::audit::Entry;
 use crate::auth::{Caller, Role};
+use crate::db::BeginWrite;
 use crate::enqueue_jobs;
 use crate::error::{AppError, Result};
 use crate::http::AppState;
@@ -153,7 +154,7 @@ pub async fn ingest(
     };
     let dialect = state.db.dialect();
     let created = on_pool!(&state.db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let created = sqlx::query(
             "INSERT INTO blobs (sha256, size, content_type, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (sha256) DO NOTHING",

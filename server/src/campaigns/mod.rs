@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::append_audit;
 use crate::audit::Entry;
 use crate::auth::{Caller, Role};
+use crate::db::BeginWrite;
 use crate::enqueue_jobs;
 use crate::error::{AppError, Result};
 use crate::http::AppState;
@@ -93,7 +94,7 @@ pub async fn define(
         serde_json::to_string(&campaign.required_photos).map_err(anyhow::Error::from)?;
     let dialect = state.db.dialect();
     let created = on_pool!(&state.db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let existed: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM campaigns WHERE campaign_id = $1")
                 .bind(&campaign.campaign_id)

@@ -13,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 use self::analysis::{Facts, Outcome};
 use crate::append_audit;
 use crate::audit::Entry;
+use crate::db::BeginWrite;
 use crate::enqueue_jobs;
 use crate::error::AppError;
 use crate::http::AppState;
@@ -195,7 +196,7 @@ async fn record(state: &AppState, sha256: &str, facts: &Facts) -> anyhow::Result
     );
     let dialect = state.db.dialect();
     on_pool!(&state.db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO photo_facts (sha256, state, problem, width, height, taken_at, taken_offset,
                  gps_lat, gps_lon, make, model, orientation, phash, phash_band0, phash_band1,

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::append_audit;
 use crate::audit::Entry;
+use crate::db::BeginWrite;
 use crate::enqueue_jobs;
 use crate::error::AppError;
 use crate::http::AppState;
@@ -271,7 +272,7 @@ async fn record(
     let dialect = state.db.dialect();
     let now = crate::db::now();
     on_pool!(&state.db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let mut raised = Vec::new();
         for finding in findings {
             let mut data = serde_json::json!({

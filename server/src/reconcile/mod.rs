@@ -22,6 +22,7 @@ use uuid::Uuid;
 use self::rules::{Campaign, Exif, Finding, Registered, Thresholds, Verdict, Visit, VisitPhoto};
 use crate::append_audit;
 use crate::audit::Entry;
+use crate::db::BeginWrite;
 use crate::error::{AppError, Result};
 use crate::http::AppState;
 use crate::on_pool;
@@ -492,7 +493,7 @@ async fn reconcile(state: &AppState, households: &[&str]) -> Result<()> {
     let dialect = state.db.dialect();
     let now = crate::db::now();
     on_pool!(&state.db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let mut entries = Vec::new();
         for chunk in to_insert.chunks(500) {
             let mut q = sqlx::QueryBuilder::new(

@@ -17,6 +17,7 @@ use super::file::{self, Item};
 use super::rows::MemberRow;
 use crate::append_audit;
 use crate::audit::Entry;
+use crate::db::BeginWrite;
 use crate::db::{Db, Dialect};
 use crate::enqueue_jobs;
 use crate::error::{AppError, Result};
@@ -325,7 +326,7 @@ pub async fn import_file(
     };
     let rows_read: u64;
     on_pool!(&db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let mut seq: i64 = sqlx::query_scalar(lock_sql)
             .bind(FEED)
             .fetch_one(&mut *tx)

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::append_audit;
 use crate::audit::Entry;
 use crate::auth::{Caller, Role};
+use crate::db::BeginWrite;
 use crate::db::prefix_condition;
 use crate::enqueue_jobs;
 use crate::error::{AppError, Result};
@@ -327,7 +328,7 @@ pub async fn claim(state: &AppState, caller: &Caller, submission_id: &str) -> Re
     let dialect = state.db.dialect();
     let lock = crate::db::lock_counter_sql(dialect);
     on_pool!(&state.db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let mut seq: i64 = sqlx::query_scalar(lock)
             .bind(FEED)
             .fetch_one(&mut *tx)
@@ -478,7 +479,7 @@ pub async fn decide(
     let dialect = state.db.dialect();
     let lock = crate::db::lock_counter_sql(dialect);
     let decided = on_pool!(&state.db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let seq: i64 = sqlx::query_scalar(lock)
             .bind(FEED)
             .fetch_one(&mut *tx)
@@ -626,7 +627,7 @@ pub async fn comment(
     };
     let dialect = state.db.dialect();
     on_pool!(&state.db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         sqlx::query(
             "INSERT INTO review_comments (comment_id, submission_id, author_id, author, text, created_at)
              VALUES ($1, $2, $3, $4, $5, $6)",

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::append_audit;
 use crate::audit::Entry;
+use crate::db::BeginWrite;
 use crate::db::Db;
 use crate::enqueue_jobs;
 use crate::error::{Problem, Result};
@@ -91,7 +92,7 @@ pub async fn ingest(db: &Db, items: &[Incoming]) -> Result<Vec<Outcome>> {
     let now = crate::db::now();
     let dialect = db.dialect();
     on_pool!(&db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let mut last_seq: i64 = sqlx::query_scalar(lock_sql)
             .bind(FEED)
             .fetch_one(&mut *tx)

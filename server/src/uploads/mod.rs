@@ -21,6 +21,7 @@ use crate::append_audit;
 use crate::audit::Entry;
 use crate::auth::Caller;
 use crate::blobs::{self, Ingested, UPLOADERS};
+use crate::db::BeginWrite;
 use crate::error::{AppError, Result};
 use crate::http::AppState;
 use crate::on_pool;
@@ -183,7 +184,7 @@ async fn create_inner(state: AppState, caller: Caller, headers: HeaderMap) -> Re
     );
     let dialect = state.db.dialect();
     on_pool!(&state.db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         sqlx::query("INSERT INTO uploads (id, owner, length, sha256, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(id)
             .bind(caller.user_id)
@@ -336,7 +337,7 @@ async fn append_inner(
         let key = format!("uploads/{}/{:020}-{}", upload.id, offset, Uuid::new_v4());
         state.store.commit(&key, spooled.file, spooled.len).await?;
         let advanced = on_pool!(&state.db.write, |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let advanced = sqlx::query(
                 "UPDATE uploads SET received = received + $1 WHERE id = $2 AND received = $3",
             )
@@ -454,7 +455,7 @@ async fn discard(
     let dialect = state.db.dialect();
     let entries: Vec<Entry> = entry.into_iter().collect();
     on_pool!(&state.db.write, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         append_audit!(tx, dialect, &entries);
         sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1")
             .bind(upload.id)
