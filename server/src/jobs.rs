@@ -42,9 +42,12 @@ impl Kind {
     /// small jobs instead of one each.
     fn batch(self) -> i64 {
         match self {
-            Kind::Reconcile => 200,
+            // Small enough that a batch's transaction, which holds SQLite's one writer, stays
+            // short beside the requests waiting for it; large enough that a county's
+            // re-reconciliation is hundreds of transactions, not tens of thousands.
+            Kind::Reconcile => 32,
             // Each visit's photos are looked up in the near-duplicate index: a few at a time.
-            Kind::CheckPhotos => 20,
+            Kind::CheckPhotos => 4,
             Kind::ProcessPhoto => 1,
         }
     }

@@ -170,6 +170,19 @@ async fn load(state: &AppState, households: &[&str]) -> Result<Facts> {
             .await
     })?;
 
+    // Parsing every visit is CPU work: done off the async workers, so requests are not held up
+    // behind a household with many visits.
+    tokio::task::block_in_place(|| {
+        facts_from_rows(visit_rows, exif_rows, household_rows, campaign_rows)
+    })
+}
+
+fn facts_from_rows(
+    visit_rows: Vec<VisitRow>,
+    exif_rows: Vec<ExifRow>,
+    household_rows: Vec<HouseholdRow>,
+    campaign_rows: Vec<CampaignRow>,
+) -> Result<Facts> {
     let exif: HashMap<String, ExifRow> = exif_rows
         .into_iter()
         .map(|row| (row.sha256.clone(), row))
@@ -263,17 +276,18 @@ fn evaluate(
 ) -> Evaluated {
     let mut findings = HashMap::new();
     let mut verdicts: Vec<(&Visit, Verdict)> = Vec::with_capacity(visits.len());
+    // Per campaign, the earliest standing visit of each distinct verdict (at most 2^7): what a
+    // later visit may conflict with, without comparing every pair of a much-visited household.
+    let mut standing: HashMap<&str, Vec<(&Visit, Verdict)>> = HashMap::new();
     for visit in visits {
-        let earlier: Vec<(&Visit, Verdict)> = verdicts
-            .iter()
-            .filter(|(other, _)| other.campaign == visit.campaign)
-            .copied()
-            .collect();
+        let earlier = standing
+            .get(visit.campaign.as_str())
+            .map_or(&[][..], Vec::as_slice);
         let found = rules::visit_findings(
             visit,
             registered,
             campaigns.get(&visit.campaign),
-            &earlier,
+            earlier,
             thresholds,
         );
         let guarantees: Vec<Finding> = found
@@ -281,7 +295,16 @@ fn evaluate(
             .filter(|f| rules::GUARANTEE_CODES.contains(&f.code))
             .cloned()
             .collect();
-        verdicts.push((visit, Verdict::from_findings(&guarantees)));
+        let verdict = Verdict::from_findings(&guarantees);
+        let stands = !matches!(
+            visit.review_state.as_str(),
+            "rejected" | "resurvey_requested"
+        );
+        let seen = standing.entry(visit.campaign.as_str()).or_default();
+        if stands && !seen.iter().any(|(_, v)| *v == verdict) {
+            seen.push((visit, verdict));
+        }
+        verdicts.push((visit, verdict));
         findings.insert(visit.submission_id, found);
     }
     let mut current: HashMap<String, (&Visit, Verdict)> = HashMap::new();
@@ -395,11 +418,21 @@ async fn reconcile(state: &AppState, households: &[&str]) -> Result<()> {
     })?;
 
     // What should be: every reconciliation finding of every visit, and the current visits.
+    // Evaluated off the async workers, as CPU work.
+    let (wanted, current) = tokio::task::block_in_place(|| evaluate_all(&facts, &thresholds));
+    reconcile_stored(state, wanted, current, stored, stored_current).await
+}
+
+/// Every finding of every visit loaded, and each household's current visits.
+fn evaluate_all<'f>(
+    facts: &'f Facts,
+    thresholds: &Thresholds,
+) -> (Vec<(&'f Visit, Finding)>, Vec<CurrentRow>) {
     let mut wanted: Vec<(&Visit, Finding)> = Vec::new();
     let mut current: Vec<CurrentRow> = Vec::new();
     for (household_id, visits) in &facts.visits {
         let registered = facts.registered.get(household_id);
-        let evaluated = evaluate(visits, registered, &facts.campaigns, &thresholds);
+        let evaluated = evaluate(visits, registered, &facts.campaigns, thresholds);
         let village_code = registered
             .filter(|r| !r.removed)
             .map(|r| r.village_code.clone());
@@ -426,7 +459,17 @@ async fn reconcile(state: &AppState, households: &[&str]) -> Result<()> {
                 }),
         );
     }
+    (wanted, current)
+}
 
+/// Brings the stored findings and current visits in line with what should be.
+async fn reconcile_stored(
+    state: &AppState,
+    wanted: Vec<(&Visit, Finding)>,
+    current: Vec<CurrentRow>,
+    stored: Vec<StoredFinding>,
+    stored_current: Vec<CurrentRow>,
+) -> Result<()> {
     // What is, against it.
     let owned: Vec<&StoredFinding> = stored
         .iter()
