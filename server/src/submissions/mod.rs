@@ -349,7 +349,10 @@ pub async fn view(
         .await
     })?;
     let stored = stored.ok_or_else(not_found)?;
-    if caller.role == Role::FieldStaff && stored.submitted_by != caller.user_id {
+    // Field staff see their own visits; reviewers those of households in their scope (a
+    // household id begins with its village's code).
+    let outside_scope = caller.role == Role::Reviewer && !caller.covers(&stored.household_id);
+    if outside_scope || (caller.role == Role::FieldStaff && stored.submitted_by != caller.user_id) {
         return Err(not_found());
     }
     let photos: Vec<PhotoRow> = on_pool!(&state.db.read, |p| {

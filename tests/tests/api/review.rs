@@ -93,6 +93,12 @@ async fn a_visit_goes_through_every_transition(server: TestServer) {
         Vec::<String>::new()
     );
     assert_eq!(queue_ids(&elsewhere, "").await, Vec::<String>::new());
+    expect_problem(
+        elsewhere.get(&format!("/v1/submissions/{flagged}")).await,
+        404,
+        "not_found",
+    )
+    .await;
     assert_eq!(
         queue_ids(&first, "state=approved").await,
         Vec::<String>::new()
