@@ -571,24 +571,8 @@ async fn seed(state: &AppState) -> crate::error::Result<()> {
     for (n, t, field) in extra {
         let home = &homes[n];
         let surveyed = surveyed_base + Duration::days(t.day.max(1)) + Duration::minutes(n as i64);
-        let house = house_of(home);
-        let exterior = store(
-            state,
-            field,
-            with_exif(&scene(9000 + n as u64, false), surveyed, house),
-        )
-        .await?;
-        let water = store(
-            state,
-            field,
-            with_exif(&scene(9500 + n as u64, true), surveyed, house),
-        )
-        .await?;
-        let photos = vec![
-            json!({"sha256": exterior, "kind": "housing_exterior"}),
-            json!({"sha256": water, "kind": "water_source"}),
-        ];
-        visits.push((field.clone(), visit(home, &t, surveyed, house, photos)));
+        let seed = 9000 + 2 * n as u64;
+        visits.push(photographed(state, field, home, &t, surveyed, house_of(home), seed).await?);
     }
     let missed = Home {
         id: "4103271010019001".to_owned(),
@@ -602,59 +586,12 @@ async fn seed(state: &AppState) -> crate::error::Result<()> {
     };
     let house = (HOUSE.0 + 0.003, HOUSE.1 - 0.002);
     let surveyed = surveyed_base + Duration::days(1);
-    let exterior = store(
-        state,
-        field_a,
-        with_exif(&scene(7001, false), surveyed, house),
-    )
-    .await?;
-    let water = store(
-        state,
-        field_a,
-        with_exif(&scene(7002, true), surveyed, house),
-    )
-    .await?;
-    visits.push((
-        field_a.clone(),
-        visit(
-            &missed,
-            &Twist::default(),
-            surveyed,
-            house,
-            vec![
-                json!({"sha256": exterior, "kind": "housing_exterior"}),
-                json!({"sha256": water, "kind": "water_source"}),
-            ],
-        ),
-    ));
+    let sound = Twist::default();
+    visits.push(photographed(state, field_a, &missed, &sound, surveyed, house, 7001).await?);
     // Township A's surveyor visiting a household of township B.
     let outside = &homes[20];
     let house = house_of(outside);
-    let exterior = store(
-        state,
-        field_a,
-        with_exif(&scene(7101, false), surveyed, house),
-    )
-    .await?;
-    let water = store(
-        state,
-        field_a,
-        with_exif(&scene(7102, true), surveyed, house),
-    )
-    .await?;
-    visits.push((
-        field_a.clone(),
-        visit(
-            outside,
-            &Twist::default(),
-            surveyed,
-            house,
-            vec![
-                json!({"sha256": exterior, "kind": "housing_exterior"}),
-                json!({"sha256": water, "kind": "water_source"}),
-            ],
-        ),
-    ));
+    visits.push(photographed(state, field_a, outside, &sound, surveyed, house, 7101).await?);
 
     for (field, body) in visits {
         let item = Incoming::prepare(&body, field.user_id, &field.username)
@@ -663,6 +600,35 @@ async fn seed(state: &AppState) -> crate::error::Result<()> {
     }
     state.jobs.notify();
     Ok(())
+}
+
+/// A visit with a photo of the house and one of its water source, taken at the visit, stored.
+async fn photographed(
+    state: &AppState,
+    field: &Caller,
+    home: &Home,
+    twist: &Twist,
+    surveyed: DateTime<FixedOffset>,
+    house: (f64, f64),
+    seed: u64,
+) -> crate::error::Result<(Caller, Value)> {
+    let exterior = store(
+        state,
+        field,
+        with_exif(&scene(seed, false), surveyed, house),
+    )
+    .await?;
+    let water = store(
+        state,
+        field,
+        with_exif(&scene(seed + 1, true), surveyed, house),
+    )
+    .await?;
+    let photos = vec![
+        json!({"sha256": exterior, "kind": "housing_exterior"}),
+        json!({"sha256": water, "kind": "water_source"}),
+    ];
+    Ok((field.clone(), visit(home, twist, surveyed, house, photos)))
 }
 
 fn visit(
