@@ -292,6 +292,24 @@ async fn images_loaded(client: &Client, selector: &str) -> usize {
         .unwrap() as usize
 }
 
+/// Polls the text of the element with `id` until it reads `expected` (or about ten seconds
+/// pass), riding out the moment a navigation makes the element found a step ago stale.
+async fn text_becomes(client: &Client, id: &str, expected: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        if let Ok(element) = client.find(Locator::Id(id)).await
+            && let Ok(text) = element.text().await
+        {
+            if text == expected {
+                return text;
+            }
+            last = text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reviewer_sends_a_copied_photo_back_for_resurvey_in_the_browser() {
     let Some(mut driver) = chromedriver().await else {
@@ -443,19 +461,8 @@ async fn a_reviewer_sends_a_copied_photo_back_for_resurvey_in_the_browser() {
         .click()
         .await
         .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Id("state"))
-        .await
-        .unwrap();
-    let state = client
-        .find(Locator::Id("state"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(state, "需重新走访");
+    // The page before the decision also has `#state`: wait for the new page's text.
+    assert_eq!(text_becomes(&client, "state", "需重新走访").await, "需重新走访");
     screenshot(&client, "5-decided").await;
     client
         .goto(&format!("{base}/console/coverage?level=village"))
