@@ -183,3 +183,48 @@ pub async fn send_and_hang_up(base: &str, head: &str, body: &[u8]) -> (u16, Valu
         .unwrap_or(Value::Null);
     (status, body)
 }
+
+/// Logs in through the console's form as a browser does: loads the form for its token and the
+/// cookie that token must match, then posts it. Gives the status of the post and the session
+/// cookie (`name=value`) it set, if any.
+pub async fn console_login(
+    base: &str,
+    username: &str,
+    password: &str,
+) -> reqwest::Result<(reqwest::StatusCode, Option<String>)> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let form = http.get(format!("{base}/console/login")).send().await?;
+    let login_cookie = first_cookie(&form, "huikan_login=").unwrap_or_default();
+    let page = form.text().await?;
+    let token = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
+    let answer = http
+        .post(format!("{base}/console/login"))
+        .header("cookie", login_cookie)
+        .form(&[
+            ("username", username),
+            ("password", password),
+            ("csrf", &token),
+        ])
+        .send()
+        .await?;
+    Ok((answer.status(), first_cookie(&answer, "huikan_session=")))
+}
+
+/// The `name=value` part of the answer's `Set-Cookie` whose name starts it.
+fn first_cookie(answer: &Response, starting: &str) -> Option<String> {
+    answer
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|pair| pair.starts_with(starting))
+        .map(str::to_owned)
+}

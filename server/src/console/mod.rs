@@ -6,7 +6,9 @@
 //! A session is the bearer token of a login, kept in an HttpOnly, SameSite=Strict cookie (Secure
 //! when served over HTTPS). Forms carry a CSRF token derived from the session token, checked on
 //! every POST; through the API, the cookie stands for the token on reads only (the photos on
-//! the pages), so a forged cross-site request changes nothing either way.
+//! the pages), so a forged cross-site request changes nothing either way. The login form itself
+//! carries a token that must match a cookie set with the form (double submit), so another site
+//! cannot log a reviewer's browser into an account of its choosing.
 
 mod pages;
 
@@ -51,6 +53,8 @@ pub fn router() -> Router<AppState> {
 }
 
 const LANG_COOKIE: &str = "huikan_lang";
+/// The login form's own CSRF token, set with the form, sent back by the same browser only.
+const LOGIN_COOKIE: &str = "huikan_login";
 
 /// The page language: Chinese unless English was chosen.
 #[derive(Clone, Copy)]
@@ -138,6 +142,7 @@ const STYLE: &str = r#"
 body { font-family: "Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei", sans-serif; margin: 0; color: #222; }
 header { background: #8b1a1a; color: #fff; padding: .5rem 1rem; display: flex; gap: 1.5rem; align-items: center; }
 header a, header button { color: #fff; }
+header button { background: none; border: 1px solid #fff; border-radius: 3px; cursor: pointer; }
 header .who { margin-left: auto; }
 main { padding: 1rem; }
 table { border-collapse: collapse; margin: .5rem 0 1rem; }
@@ -226,26 +231,38 @@ struct LoginForm {
     username: String,
     #[serde(default)]
     password: String,
+    #[serde(default)]
+    csrf: String,
 }
 
-fn login_form(lang: Lang, problem: Option<&str>) -> Markup {
-    layout(
+/// The login page: the form with a fresh token, and the cookie it must match.
+fn login_form(status: StatusCode, lang: Lang, problem: Option<&str>) -> Response {
+    let token = hex::encode(rand::random::<[u8; 16]>());
+    let page = layout(
         None,
         lang,
         lang.t("登录", "Log in"),
         html! {
             @if let Some(problem) = problem { p class="problem" { (problem) } }
             form method="post" action="/console/login" {
+                input type="hidden" name="csrf" value=(token);
                 p { label { (lang.t("用户名", "Username")) " " input name="username" id="username" autocomplete="username" required; } }
                 p { label { (lang.t("密码", "Password")) " " input name="password" id="password" type="password" autocomplete="current-password" required; } }
                 p { button type="submit" id="login" { (lang.t("登录", "Log in")) } }
             }
         },
-    )
+    );
+    let mut response = (status, page).into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={token}; Path=/console/login; HttpOnly; SameSite=Strict"
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
-async fn login_page(headers: HeaderMap) -> Markup {
-    login_form(Lang::of(&headers), None)
+async fn login_page(headers: HeaderMap) -> Response {
+    login_form(StatusCode::OK, Lang::of(&headers), None)
 }
 
 async fn login(
@@ -254,6 +271,16 @@ async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let lang = Lang::of(&headers);
+    if form.csrf.is_empty() || cookie(&headers, LOGIN_COOKIE) != Some(form.csrf.as_str()) {
+        return login_form(
+            StatusCode::FORBIDDEN,
+            lang,
+            Some(lang.t(
+                "登录页面已过期，请重新登录",
+                "The login page had expired; please log in again",
+            )),
+        );
+    }
     match crate::auth::login(
         &state,
         &form.username,
@@ -278,16 +305,17 @@ async fn login(
             if let Ok(value) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
             }
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                HeaderValue::from_static("huikan_login=; Path=/console/login; Max-Age=0"),
+            );
             response
         }
-        Err(_) => (
+        Err(_) => login_form(
             StatusCode::UNAUTHORIZED,
-            login_form(
-                lang,
-                Some(lang.t("用户名或密码错误", "Wrong username or password")),
-            ),
-        )
-            .into_response(),
+            lang,
+            Some(lang.t("用户名或密码错误", "Wrong username or password")),
+        ),
     }
 }
 

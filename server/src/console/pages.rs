@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{DateTime, FixedOffset};
 use maud::html;
 use serde::Deserialize;
 use serde_json::Value;
@@ -39,6 +40,20 @@ fn code_name(lang: Lang, code: &str) -> String {
         Some(name) if !lang.english => format!("{name} ({code})"),
         _ => code.to_owned(),
     }
+}
+
+/// A reviewer reads times on a Beijing clock: the server keeps them in UTC and phones send
+/// their own offset, so both are shown in China Standard Time, to the minute.
+fn beijing(at: &DateTime<FixedOffset>) -> String {
+    at.with_timezone(&chrono_tz::Asia::Shanghai)
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
+}
+
+/// [`beijing`] for a time kept as RFC 3339 text; other text is shown as it is.
+fn beijing_text(value: &Value, key: &str) -> String {
+    let raw = text(value, key);
+    DateTime::parse_from_rfc3339(raw).map_or_else(|_| raw.to_owned(), |at| beijing(&at))
 }
 
 fn text<'a>(value: &'a Value, key: &str) -> &'a str {
@@ -136,7 +151,7 @@ pub async fn queue(
         table id="queue" {
             tr {
                 th { (lang.t("走访", "Visit")) } th { (lang.t("户编号", "Household")) }
-                th { (lang.t("调查员", "Surveyor")) } th { (lang.t("走访时间", "Surveyed at")) }
+                th { (lang.t("调查员", "Surveyor")) } th { (lang.t("走访时间（北京时间）", "Surveyed (Beijing time)")) }
                 th { (lang.t("状态", "State")) } th { (lang.t("问题", "Findings")) }
                 th { (lang.t("认领", "Claimed by")) }
             }
@@ -145,7 +160,7 @@ pub async fn queue(
                     td { a class="visit" href={ "/console/visits/" (item.submission_id) } { (item.submission_id.to_string()[..8]) "…" } }
                     td { (item.household_id) }
                     td { (item.submitted_by) }
-                    td { (item.surveyed_at) }
+                    td { (beijing(&item.surveyed_at.fixed_offset())) }
                     td { (state_name(lang, &item.state)) }
                     td class=[item.severity] {
                         @for (code, n) in item.findings.iter().collect::<BTreeMap<_, _>>() {
@@ -213,6 +228,7 @@ pub async fn visit(
     let review_state = text(&view, "review_state").to_owned();
     let undecided = matches!(review_state.as_str(), "received" | "in_review");
     let action = |what: &str| format!("/console/visits/{submission_id}/{what}");
+    let lease_minutes = state.config.review_lease_secs.div_ceil(60);
 
     // Members by (masked) ID number: registered, visited, or both.
     let mut members: BTreeMap<String, (Option<&Value>, Option<&Value>)> = BTreeMap::new();
@@ -236,7 +252,7 @@ pub async fn visit(
         p {
             (lang.t("户编号", "Household")) ": " strong { (household_id) } " · "
             (lang.t("轮次", "Campaign")) ": " (text(&view, "campaign")) " · "
-            (lang.t("走访时间", "Surveyed at")) ": " (text(content, "surveyed_at")) " · "
+            (lang.t("走访时间", "Surveyed at")) ": " (beijing_text(content, "surveyed_at")) " · "
             (lang.t("调查员", "Surveyor")) ": " (text(&view, "submitted_by")) " · "
             (lang.t("状态", "State")) ": " strong id="state" { (state_name(lang, &review_state)) }
             @if let Some(claim) = view["claim"].as_object() {
@@ -341,7 +357,9 @@ pub async fn visit(
         @if undecided {
             form method="post" action=(action("claim")) {
                 input type="hidden" name="csrf" value=(session.csrf);
-                button type="submit" id="claim" { (lang.t("认领（15 分钟）", "Claim (15 minutes)")) }
+                button type="submit" id="claim" {
+                    (lang.t("认领", "Claim")) " (" (lease_minutes) (lang.t(" 分钟)", " minutes)"))
+                }
             }
             form method="post" action=(action("decision")) id="decision" {
                 input type="hidden" name="csrf" value=(session.csrf);
@@ -356,11 +374,11 @@ pub async fn visit(
             }
         }
         @for d in view["decisions"].as_array().into_iter().flatten() {
-            p { (text(d, "decided_at")) " " (text(d, "reviewer")) ": " (state_name(lang, text(d, "state"))) " — " (text(d, "reason")) }
+            p { (beijing_text(d, "decided_at")) " " (text(d, "reviewer")) ": " (state_name(lang, text(d, "state"))) " — " (text(d, "reason")) }
         }
         h3 { (lang.t("备注", "Comments")) }
         @for c in view["comments"].as_array().into_iter().flatten() {
-            p { (text(c, "created_at")) " " (text(c, "author")) ": " (text(c, "text")) }
+            p { (beijing_text(c, "created_at")) " " (text(c, "author")) ": " (text(c, "text")) }
         }
         form method="post" action=(action("comments")) {
             input type="hidden" name="csrf" value=(session.csrf);

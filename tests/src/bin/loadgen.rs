@@ -39,10 +39,10 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 
-/// The scope given to every load user, and a household inside it (an unknown household would be
-/// accepted and flagged too, but a known-looking one keeps the flagging path out of the numbers).
+/// The scope given to every load user.
 const SCOPE: &str = "410327101";
-const HOUSEHOLD: &str = "4103271010010001";
+/// How many households each phone goes round before visiting the first again.
+const HOUSEHOLDS_PER_PHONE: u64 = 10_000;
 /// tus PATCH size: what mobile tus clients typically use on poor networks.
 const TUS_CHUNK: usize = 1 << 20;
 const TUS_VERSION: &str = "1.0.0";
@@ -334,6 +334,18 @@ struct Phone {
 }
 
 impl Phone {
+    /// The household of this phone's `n`th visit: each phone works through a village of its own,
+    /// as field staff do, coming back to a household only after all the others. (The registry
+    /// is empty, so every visit is also flagged `unknown_household`: the flagging path is in the
+    /// numbers.)
+    fn household(&self, n: u64) -> String {
+        format!(
+            "{SCOPE}{:03}{:04}",
+            self.index % 999 + 1,
+            n % HOUSEHOLDS_PER_PHONE
+        )
+    }
+
     /// Whether this write's answer is "lost", so that the phone sends it again.
     fn loses_answer(&self) -> bool {
         rand::random::<f64>() < self.args.retry_rate
@@ -454,8 +466,12 @@ fn receipt_key(receipt: &Value) -> Option<(i64, String)> {
 async fn push(phone: Phone, deadline: Instant) -> Stats {
     let mut stats = Stats::default();
     let batch = phone.args.batch;
+    let mut visited: u64 = 0;
     while Instant::now() < deadline {
-        let visits: Vec<Value> = (0..batch).map(|_| visit(HOUSEHOLD, &[])).collect();
+        let visits: Vec<Value> = (visited..visited + batch)
+            .map(|n| visit(&phone.household(n), &[]))
+            .collect();
+        visited += batch;
         let body =
             Bytes::from(serde_json::to_vec(&json!({ "submissions": visits })).expect("JSON"));
         let request = || {
@@ -553,8 +569,11 @@ fn push_receipts(
 /// when sent again.
 async fn submit(phone: Phone, deadline: Instant) -> Stats {
     let mut stats = Stats::default();
+    let mut visited: u64 = 0;
     while Instant::now() < deadline {
-        let body = Bytes::from(serde_json::to_vec(&visit(HOUSEHOLD, &[])).expect("JSON"));
+        let body =
+            Bytes::from(serde_json::to_vec(&visit(&phone.household(visited), &[])).expect("JSON"));
+        visited += 1;
         let request = || {
             phone
                 .api

@@ -352,23 +352,9 @@ async fn console_queue(base: &str, username: &str, runs: usize) -> Result<()> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let login = client
-        .post(format!("{base}/console/login"))
-        .form(&[
-            ("username", username),
-            ("password", huikan_tests::server::PASSWORD),
-        ])
-        .send()
-        .await?;
-    let cookie = login
-        .headers()
-        .get("set-cookie")
-        .context("no session cookie")?
-        .to_str()?
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let (_, cookie) =
+        huikan_tests::api::console_login(base, username, huikan_tests::server::PASSWORD).await?;
+    let cookie = cookie.context("no session cookie")?;
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();
