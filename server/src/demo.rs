@@ -297,17 +297,48 @@ fn forged(photo: &[u8]) -> Vec<u8> {
     encode(&img.brighten(12), 60)
 }
 
-/// The JPEG with an EXIF segment: the camera's local time with offset, and GPS.
-fn with_exif(jpeg: &[u8], taken: DateTime<FixedOffset>, gps: (f64, f64)) -> Vec<u8> {
-    use exif::experimental::Writer;
-    use exif::{Field, In, Rational, Tag, Value as ExifValue};
-    let ascii = |s: String| ExifValue::Ascii(vec![s.into_bytes()]);
+/// The JPEG as the demo's phone camera writes it: local time with offset, and GPS.
+fn with_camera_exif(jpeg: &[u8], taken: DateTime<FixedOffset>, gps: (f64, f64)) -> Vec<u8> {
+    let taken_at = taken.format("%Y:%m:%d %H:%M:%S").to_string();
+    let offset = taken.format("%:z").to_string();
+    with_exif(
+        jpeg,
+        &Exif {
+            taken_at: Some(&taken_at),
+            offset: Some(&offset),
+            gps: Some(gps),
+            make: Some("HUAWEI"),
+            model: Some("nova 5"),
+            orientation: None,
+        },
+    )
+}
+
+/// EXIF as a phone writes it (also used by the test suite for its photos).
+#[derive(Default)]
+pub struct Exif<'a> {
+    /// `YYYY:MM:DD HH:MM:SS`, local time.
+    pub taken_at: Option<&'a str>,
+    /// `+08:00`
+    pub offset: Option<&'a str>,
+    /// (latitude, longitude), WGS-84.
+    pub gps: Option<(f64, f64)>,
+    pub make: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub orientation: Option<u16>,
+}
+
+/// The JPEG with an EXIF segment (APP1) holding `exif`, right after its SOI marker (the JPEG
+/// unchanged if the fields cannot be written).
+pub fn with_exif(jpeg: &[u8], exif: &Exif) -> Vec<u8> {
+    use exif::{Field, In, Rational, Tag, Value};
+    let ascii = |s: &str| Value::Ascii(vec![s.as_bytes().to_vec()]);
     let dms = |v: f64| {
         let v = v.abs();
         let degrees = v.trunc();
         let minutes = ((v - degrees) * 60.0).trunc();
         let seconds = ((v - degrees) * 60.0 - minutes) * 60.0;
-        ExifValue::Rational(vec![
+        Value::Rational(vec![
             Rational {
                 num: degrees as u32,
                 denom: 1,
@@ -317,54 +348,47 @@ fn with_exif(jpeg: &[u8], taken: DateTime<FixedOffset>, gps: (f64, f64)) -> Vec<
                 denom: 1,
             },
             Rational {
-                num: (seconds * 1000.0).round() as u32,
-                denom: 1000,
+                num: (seconds * 10_000.0).round() as u32,
+                denom: 10_000,
             },
         ])
     };
-    let fields = [
-        Field {
-            tag: Tag::Make,
+    let mut fields = Vec::new();
+    let mut push = |tag, value| {
+        fields.push(Field {
+            tag,
             ifd_num: In::PRIMARY,
-            value: ascii("HUAWEI".into()),
-        },
-        Field {
-            tag: Tag::Model,
-            ifd_num: In::PRIMARY,
-            value: ascii("nova 5".into()),
-        },
-        Field {
-            tag: Tag::DateTimeOriginal,
-            ifd_num: In::PRIMARY,
-            value: ascii(taken.format("%Y:%m:%d %H:%M:%S").to_string()),
-        },
-        Field {
-            tag: Tag::OffsetTimeOriginal,
-            ifd_num: In::PRIMARY,
-            value: ascii(taken.format("%:z").to_string()),
-        },
-        Field {
-            tag: Tag::GPSLatitudeRef,
-            ifd_num: In::PRIMARY,
-            value: ascii("N".into()),
-        },
-        Field {
-            tag: Tag::GPSLatitude,
-            ifd_num: In::PRIMARY,
-            value: dms(gps.0),
-        },
-        Field {
-            tag: Tag::GPSLongitudeRef,
-            ifd_num: In::PRIMARY,
-            value: ascii("E".into()),
-        },
-        Field {
-            tag: Tag::GPSLongitude,
-            ifd_num: In::PRIMARY,
-            value: dms(gps.1),
-        },
-    ];
-    let mut writer = Writer::new();
+            value,
+        })
+    };
+    if let Some(make) = exif.make {
+        push(Tag::Make, ascii(make));
+    }
+    if let Some(model) = exif.model {
+        push(Tag::Model, ascii(model));
+    }
+    if let Some(orientation) = exif.orientation {
+        push(Tag::Orientation, Value::Short(vec![orientation]));
+    }
+    if let Some(taken_at) = exif.taken_at {
+        push(Tag::DateTimeOriginal, ascii(taken_at));
+    }
+    if let Some(offset) = exif.offset {
+        push(Tag::OffsetTimeOriginal, ascii(offset));
+    }
+    if let Some((lat, lon)) = exif.gps {
+        push(
+            Tag::GPSLatitudeRef,
+            ascii(if lat < 0.0 { "S" } else { "N" }),
+        );
+        push(Tag::GPSLatitude, dms(lat));
+        push(
+            Tag::GPSLongitudeRef,
+            ascii(if lon < 0.0 { "W" } else { "E" }),
+        );
+        push(Tag::GPSLongitude, dms(lon));
+    }
+    let mut writer = exif::experimental::Writer::new();
     for field in &fields {
         writer.push_field(field);
     }
@@ -373,16 +397,16 @@ fn with_exif(jpeg: &[u8], taken: DateTime<FixedOffset>, gps: (f64, f64)) -> Vec<
         return jpeg.to_vec();
     }
     let tiff = tiff.into_inner();
-    let mut segment = b"Exif\0\0".to_vec();
-    segment.extend_from_slice(&tiff);
-    let Ok(len) = u16::try_from(segment.len() + 2) else {
+    // An EXIF segment this small always fits its 16-bit length.
+    let Ok(segment_len) = u16::try_from(tiff.len() + 8) else {
         return jpeg.to_vec();
     };
-    let mut out = Vec::with_capacity(jpeg.len() + segment.len() + 4);
+    let mut out = Vec::with_capacity(jpeg.len() + tiff.len() + 10);
     out.extend_from_slice(&jpeg[..2]);
     out.extend_from_slice(&[0xFF, 0xE1]);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&segment);
+    out.extend_from_slice(&segment_len.to_be_bytes());
+    out.extend_from_slice(b"Exif\0\0");
+    out.extend_from_slice(&tiff);
     out.extend_from_slice(&jpeg[2..]);
     out
 }
@@ -511,13 +535,13 @@ async fn seed(state: &AppState) -> crate::error::Result<()> {
         } else {
             surveyed + Duration::minutes(3)
         };
-        let exterior_bytes = with_exif(&scene(1000 + n as u64, false), taken, house);
+        let exterior_bytes = with_camera_exif(&scene(1000 + n as u64, false), taken, house);
         exteriors.push(exterior_bytes.clone());
         let exterior = store(state, field, exterior_bytes).await?;
         let water = store(
             state,
             field,
-            with_exif(
+            with_camera_exif(
                 &scene(5000 + n as u64, true),
                 surveyed + Duration::minutes(9),
                 house,
@@ -615,13 +639,13 @@ async fn photographed(
     let exterior = store(
         state,
         field,
-        with_exif(&scene(seed, false), surveyed, house),
+        with_camera_exif(&scene(seed, false), surveyed, house),
     )
     .await?;
     let water = store(
         state,
         field,
-        with_exif(&scene(seed + 1, true), surveyed, house),
+        with_camera_exif(&scene(seed + 1, true), surveyed, house),
     )
     .await?;
     let photos = vec![

@@ -3,6 +3,7 @@
 //! typed helpers for talking to it. `backend_tests!` runs each test on every backend.
 
 pub mod api;
+pub mod county;
 pub mod photos;
 pub mod registry;
 pub mod server;

@@ -48,6 +48,38 @@ macro_rules! move_state {
     };
 }
 
+/// The visit a transition acts on, read in its transaction; one outside the caller's scope is
+/// as absent as one that does not exist.
+macro_rules! reviewed_visit {
+    ($tx:ident, $id:expr, $caller:expr) => {
+        sqlx::query_as::<_, Reviewed>(
+            "SELECT household_id, review_state FROM submissions WHERE submission_id = $1",
+        )
+        .bind($id)
+        .fetch_optional(&mut *$tx)
+        .await?
+        .filter(|v| in_scope($caller, &v.household_id))
+        .ok_or_else(|| AppError::not_found("no such submission in your scope"))?
+    };
+}
+
+/// Refuses the transition while another reviewer's claim on the visit runs.
+macro_rules! refuse_others_claim {
+    ($tx:ident, $id:expr, $caller:expr, $now:expr) => {
+        let holder: Option<Holder> = sqlx::query_as(
+            "SELECT reviewer_id, reviewer, lease_expires_at FROM review_claims WHERE submission_id = $1",
+        )
+        .bind($id)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        if let Some(holder) =
+            holder.filter(|h| h.reviewer_id != $caller.user_id && h.lease_expires_at > $now)
+        {
+            return Err(claimed_by_other(&holder));
+        }
+    };
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/review/queue", get(queue_route))
@@ -334,14 +366,7 @@ pub async fn claim(state: &AppState, caller: &Caller, submission_id: &str) -> Re
             .fetch_one(&mut *tx)
             .await?;
         let now = crate::db::now();
-        let visit: Reviewed = sqlx::query_as(
-            "SELECT household_id, review_state FROM submissions WHERE submission_id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .filter(|v: &Reviewed| in_scope(caller, &v.household_id))
-        .ok_or_else(|| AppError::not_found("no such submission in your scope"))?;
+        let visit = reviewed_visit!(tx, id, caller);
         if !UNDECIDED.contains(&visit.review_state.as_str()) {
             return Err(AppError::from(
                 crate::error::Problem::new(
@@ -354,17 +379,7 @@ pub async fn claim(state: &AppState, caller: &Caller, submission_id: &str) -> Re
                 .with("state", &visit.review_state),
             ));
         }
-        let holder: Option<Holder> = sqlx::query_as(
-            "SELECT reviewer_id, reviewer, lease_expires_at FROM review_claims WHERE submission_id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(holder) =
-            holder.filter(|h| h.reviewer_id != caller.user_id && h.lease_expires_at > now)
-        {
-            return Err(claimed_by_other(&holder));
-        }
+        refuse_others_claim!(tx, id, caller, now);
         let lease_expires_at = now + lease;
         sqlx::query(
             "INSERT INTO review_claims (submission_id, reviewer_id, reviewer, claimed_at, lease_expires_at)
@@ -485,14 +500,7 @@ pub async fn decide(
             .fetch_one(&mut *tx)
             .await?;
         let now = crate::db::now();
-        let visit: Reviewed = sqlx::query_as(
-            "SELECT household_id, review_state FROM submissions WHERE submission_id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .filter(|v: &Reviewed| in_scope(caller, &v.household_id))
-        .ok_or_else(|| AppError::not_found("no such submission in your scope"))?;
+        let visit = reviewed_visit!(tx, id, caller);
         if visit.review_state != body.expected_state
             || !UNDECIDED.contains(&visit.review_state.as_str())
         {
@@ -509,17 +517,7 @@ pub async fn decide(
                     .with("state", &visit.review_state),
             ));
         }
-        let holder: Option<Holder> = sqlx::query_as(
-            "SELECT reviewer_id, reviewer, lease_expires_at FROM review_claims WHERE submission_id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(holder) =
-            holder.filter(|h| h.reviewer_id != caller.user_id && h.lease_expires_at > now)
-        {
-            return Err(claimed_by_other(&holder));
-        }
+        refuse_others_claim!(tx, id, caller, now);
         let seq = seq + 1;
         move_state!(tx, id, to, reason.as_deref(), seq, now);
         sqlx::query("UPDATE counters SET value = $1 WHERE name = $2")

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use futures::StreamExt;
+use huikan_tests::county::{define_campaign, import_registry};
 use huikan_tests::photos::{distinct_copy, jpeg_of_about, sha256_hex};
-use huikan_tests::registry::{rows, utf8_bom, village};
+use huikan_tests::registry::village;
 use huikan_tests::visits::visit;
 use huikan_tests::{Api, percentile};
 use serde_json::json;
@@ -108,29 +109,9 @@ async fn user(admin: &Api, role: &str, scope: &[&str]) -> Result<Api> {
 
 /// The village, its photos and one visit per household; returns the number of photos.
 async fn load(args: &Args, admin: &Api) -> Result<usize> {
-    let campaign = json!({"name": "bench", "starts_at": "2020-03-01T00:00:00+08:00", "ends_at": "2020-04-01T00:00:00+08:00",
-                          "timezone": "Asia/Shanghai", "required_photos": []});
-    let defined = admin
-        .put_json("/v1/campaigns/2020-lookback-1", &campaign)
-        .await;
-    ensure!(
-        defined.status().is_success(),
-        "campaign: {}",
-        defined.status()
-    );
+    define_campaign(admin, "2020-lookback-1", "2020-03-01", &[]).await;
     let households = village(VILLAGE, args.households);
-    let imported = admin
-        .post_raw(
-            "/v1/registry/imports",
-            "text/csv",
-            utf8_bom(&rows(&households)),
-        )
-        .await;
-    ensure!(
-        imported.status().is_success(),
-        "import: {}",
-        imported.status()
-    );
+    import_registry(admin, &households).await;
 
     let field = user(admin, "field_staff", &[VILLAGE]).await?;
     let base_photo = jpeg_of_about(args.photo_bytes, 1);

@@ -27,7 +27,8 @@ use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use futures::StreamExt;
 use huikan_server::db::{Db, Pool};
-use huikan_tests::registry::{Household, rows, utf8_bom, village};
+use huikan_tests::county::{define_campaign, import_registry};
+use huikan_tests::registry::{Household, village};
 use huikan_tests::{Api, percentile};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -64,20 +65,16 @@ async fn main() -> Result<()> {
     let admin = Api::new(&args.base, None).login(name, password).await;
     let db = Db::connect(args.database_url.as_deref(), &args.data_dir).await?;
 
-    let campaign = json!({"name": "bench", "starts_at": "2020-03-01T00:00:00+08:00",
-                          "ends_at": "2020-12-31T23:59:59+08:00", "timezone": "Asia/Shanghai",
-                          "required_photos": ["housing_exterior", "water_source"]});
-    let defined = admin
-        .put_json(&format!("/v1/campaigns/{CAMPAIGN}"), &campaign)
-        .await;
-    ensure!(
-        defined.status().is_success(),
-        "campaign: {}",
-        defined.status()
-    );
+    define_campaign(
+        &admin,
+        CAMPAIGN,
+        "2020-03-01",
+        &["housing_exterior", "water_source"],
+    )
+    .await;
     let county = county(args.households);
     let started = Instant::now();
-    import(&admin, &county).await?;
+    import_registry(&admin, &county).await;
     eprintln!(
         "imported {} households in {:.1} s",
         county.len(),
@@ -144,7 +141,7 @@ async fn main() -> Result<()> {
     )
     .await?;
     let started = Instant::now();
-    import(&admin, &changed).await?;
+    import_registry(&admin, &changed).await;
     let imported = started.elapsed();
     drained(&db).await?;
     let total = started.elapsed();
@@ -174,22 +171,6 @@ fn county(households: u32) -> Vec<Household> {
             village(&code, n)
         })
         .collect()
-}
-
-async fn import(admin: &Api, households: &[Household]) -> Result<()> {
-    let imported = admin
-        .post_raw(
-            "/v1/registry/imports",
-            "text/csv",
-            utf8_bom(&rows(households)),
-        )
-        .await;
-    ensure!(
-        imported.status().is_success(),
-        "import: {}",
-        imported.status()
-    );
-    Ok(())
 }
 
 fn photo_sha(household: usize, round: usize, n: usize) -> String {

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use huikan_tests::api::expect_problem;
+use huikan_tests::county::{define_campaign, import_registry};
 use huikan_tests::photos::{distinct_copy, sha256_hex, unlike_jpeg};
-use huikan_tests::registry::{Household, rows, utf8_bom, village};
+use huikan_tests::registry::{Household, village};
 use huikan_tests::visits::sound_visit;
 use huikan_tests::{Backend, TestServer, backend_tests};
 use serde_json::{Value, json};
@@ -20,23 +21,14 @@ const PASSWORD: &str = "console-password-1";
 async fn setup(server: &TestServer) -> (Vec<Household>, String) {
     let admin = server.admin().await;
     let households = village(VILLAGE, 3);
-    let imported = admin
-        .post_raw(
-            "/v1/registry/imports",
-            "text/csv",
-            utf8_bom(&rows(&households)),
-        )
-        .await;
-    assert_eq!(imported.status(), 201);
-    let defined = admin
-        .put_json(
-            "/v1/campaigns/2020-lookback-1",
-            &json!({"name": "2020年第一轮", "starts_at": "2020-03-01T00:00:00+08:00",
-                    "ends_at": "2020-12-31T23:59:59+08:00", "timezone": "Asia/Shanghai",
-                    "required_photos": ["housing_exterior"]}),
-        )
-        .await;
-    assert!(defined.status().is_success());
+    import_registry(&admin, &households).await;
+    define_campaign(
+        &admin,
+        "2020-lookback-1",
+        "2020-03-01",
+        &["housing_exterior"],
+    )
+    .await;
     let reviewer = format!(
         "reviewer-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..6]
@@ -299,6 +291,26 @@ async fn images_loaded(client: &Client, selector: &str) -> usize {
         .unwrap() as usize
 }
 
+async fn click(client: &Client, id: &str) {
+    client
+        .find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn type_into(client: &Client, id: &str, text: &str) {
+    client
+        .find(Locator::Id(id))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
 /// Polls the text of the element with `id` until it reads `expected` (or about ten seconds
 /// pass), riding out the moment a navigation makes the element found a step ago stale.
 async fn text_becomes(client: &Client, id: &str, expected: &str) -> String {
@@ -351,27 +363,9 @@ async fn a_reviewer_sends_a_copied_photo_back_for_resurvey_in_the_browser() {
     let base = &server.base;
     client.goto(&format!("{base}/console/login")).await.unwrap();
     screenshot(&client, "1-login").await;
-    client
-        .find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys(&reviewer)
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&client, "username", &reviewer).await;
+    type_into(&client, "password", PASSWORD).await;
+    click(&client, "login").await;
     client
         .wait()
         .for_element(Locator::Id("queue"))
@@ -387,13 +381,7 @@ async fn a_reviewer_sends_a_copied_photo_back_for_resurvey_in_the_browser() {
         .select_by_value("photo_near_duplicate")
         .await
         .unwrap();
-    client
-        .find(Locator::Id("apply"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "apply").await;
     for _ in 0..100 {
         let url = client.current_url().await.unwrap();
         if url
@@ -447,27 +435,9 @@ async fn a_reviewer_sends_a_copied_photo_back_for_resurvey_in_the_browser() {
 
     // Sent back for resurvey, with a reason.
     let reason = "照片与另一户相同，请重新入户拍摄";
-    client
-        .find(Locator::Id("resurvey"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("reason"))
-        .await
-        .unwrap()
-        .send_keys(reason)
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("decide"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "resurvey").await;
+    type_into(&client, "reason", reason).await;
+    click(&client, "decide").await;
     // The page before the decision also has `#state`: wait for the new page's text.
     assert_eq!(
         text_becomes(&client, "state", "需重新走访").await,

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use huikan_shared::idcard::check_character;
 use huikan_tests::api::expect_problem;
+use huikan_tests::county::{define_campaign, import_registry};
 use huikan_tests::photos::{Exif, distinct_copy, sha256_hex, unlike_jpeg, with_exif};
-use huikan_tests::registry::{Household, Member, rows, utf8_bom, village};
+use huikan_tests::registry::{Household, Member, village};
 use huikan_tests::visits::sound_visit;
 use huikan_tests::{Api, TestServer, backend_tests};
 use serde_json::{Value, json};
@@ -124,23 +125,14 @@ async fn codes(reader: &Api, submission_id: &str) -> Vec<String> {
 async fn a_generated_county_reconciles_to_its_ground_truth(server: TestServer) {
     let admin = server.admin().await;
     let households = county();
-    let imported = admin
-        .post_raw(
-            "/v1/registry/imports",
-            "text/csv",
-            utf8_bom(&rows(&households)),
-        )
-        .await;
-    assert_eq!(imported.status(), 201);
-    let defined = admin
-        .put_json(
-            &format!("/v1/campaigns/{CAMPAIGN}"),
-            &json!({"name": "2020年第一轮回头看", "starts_at": "2020-03-01T00:00:00+08:00",
-                    "ends_at": "2020-12-31T23:59:59+08:00", "timezone": "Asia/Shanghai",
-                    "required_photos": ["housing_exterior", "water_source"]}),
-        )
-        .await;
-    assert!(defined.status().is_success());
+    import_registry(&admin, &households).await;
+    define_campaign(
+        &admin,
+        CAMPAIGN,
+        "2020-03-01",
+        &["housing_exterior", "water_source"],
+    )
+    .await;
     let reviewer = server.user("reviewer", &["410327"]).await;
     let mut field = Field {
         api: server.user("field_staff", &["410327101"]).await,
@@ -518,14 +510,7 @@ async fn a_generated_county_reconciles_to_its_ground_truth(server: TestServer) {
     // The registry catches up with the missed household: its finding is cleared, with a trail.
     let mut with_missed = households.clone();
     with_missed.push(the_unregistered());
-    let imported = admin
-        .post_raw(
-            "/v1/registry/imports",
-            "text/csv",
-            utf8_bom(&rows(&with_missed)),
-        )
-        .await;
-    assert_eq!(imported.status(), 201);
+    import_registry(&admin, &with_missed).await;
     server.settle().await;
     assert_eq!(
         codes(&reviewer, &unregistered_visit).await,
@@ -558,15 +543,13 @@ async fn a_generated_county_reconciles_to_its_ground_truth(server: TestServer) {
         .expect("cleared");
     assert!(raised < cleared, "{actions:?}");
     // The campaign it named is defined after all: its visit is no longer flagged.
-    let defined = admin
-        .put_json(
-            "/v1/campaigns/2020-lookback-9",
-            &json!({"name": "补充轮次", "starts_at": "2020-03-01T00:00:00+08:00",
-                    "ends_at": "2020-12-31T23:59:59+08:00", "timezone": "Asia/Shanghai",
-                    "required_photos": ["housing_exterior", "water_source"]}),
-        )
-        .await;
-    assert_eq!(defined.status(), 201);
+    define_campaign(
+        &admin,
+        "2020-lookback-9",
+        "2020-03-01",
+        &["housing_exterior", "water_source"],
+    )
+    .await;
     server.settle().await;
     assert_eq!(
         codes(&reviewer, &undefined_campaign_visit).await,

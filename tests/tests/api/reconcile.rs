@@ -2,7 +2,8 @@
 
 use huikan_shared::idcard::check_character;
 use huikan_tests::api::expect_problem;
-use huikan_tests::registry::{rows, utf8_bom, village};
+use huikan_tests::county::{define_campaign, import_registry};
+use huikan_tests::registry::village;
 use huikan_tests::visits::visit;
 use huikan_tests::{Api, TestServer, backend_tests};
 use serde_json::{Value, json};
@@ -25,27 +26,12 @@ const GUARANTEES: [&str; 7] = [
 
 async fn registered(server: &TestServer) -> Api {
     let admin = server.admin().await;
-    let imported = admin
-        .post_raw(
-            "/v1/registry/imports",
-            "text/csv",
-            utf8_bom(&rows(&village("410327101001", 2))),
-        )
-        .await;
-    assert_eq!(imported.status(), 201);
+    import_registry(&admin, &village("410327101001", 2)).await;
     for (id, starts) in [
         ("2020-lookback-1", "2020-03-01"),
         ("2019-lookback-2", "2019-10-01"),
     ] {
-        let defined = admin
-            .put_json(
-                &format!("/v1/campaigns/{id}"),
-                &json!({"name": id, "starts_at": format!("{starts}T00:00:00+08:00"),
-                        "ends_at": "2020-12-31T23:59:59+08:00", "timezone": "Asia/Shanghai",
-                        "required_photos": ["housing_exterior"]}),
-            )
-            .await;
-        assert!(defined.status().is_success());
+        define_campaign(&admin, id, starts, &["housing_exterior"]).await;
     }
     admin
 }

@@ -2,7 +2,8 @@
 //! resurvey request reaching the field worker's phone.
 
 use huikan_tests::api::expect_problem;
-use huikan_tests::registry::{Household, rows, utf8_bom, village};
+use huikan_tests::county::{define_campaign, import_registry};
+use huikan_tests::registry::{Household, village};
 use huikan_tests::visits::sound_visit;
 use huikan_tests::{Api, TestServer, backend_tests};
 use serde_json::{Value, json};
@@ -17,23 +18,8 @@ const VILLAGE: &str = "410327101001";
 async fn county(server: &TestServer) -> Vec<Household> {
     let admin = server.admin().await;
     let households = village(VILLAGE, 4);
-    let imported = admin
-        .post_raw(
-            "/v1/registry/imports",
-            "text/csv",
-            utf8_bom(&rows(&households)),
-        )
-        .await;
-    assert_eq!(imported.status(), 201);
-    let defined = admin
-        .put_json(
-            "/v1/campaigns/2020-lookback-1",
-            &json!({"name": "2020", "starts_at": "2020-03-01T00:00:00+08:00",
-                    "ends_at": "2020-12-31T23:59:59+08:00", "timezone": "Asia/Shanghai",
-                    "required_photos": []}),
-        )
-        .await;
-    assert!(defined.status().is_success());
+    import_registry(&admin, &households).await;
+    define_campaign(&admin, "2020-lookback-1", "2020-03-01", &[]).await;
     households
 }
 
