@@ -41,6 +41,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     tokio::spawn(housekeeping(state.clone()));
+    tokio::spawn(db::statistics::keep_current(state.db.clone()));
     jobs::start(
         &state,
         jobs::Settings {

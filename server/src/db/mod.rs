@@ -2,6 +2,8 @@
 //! migrations. Capability modules own their SQL; each query body is written once and compiled
 //! for both backends by [`on_pool!`], with dialect differences spelled out where they exist.
 
+pub mod statistics;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;

@@ -469,3 +469,29 @@ async fn unusable_files_are_refused(server: TestServer) {
     assert!(pull(&field, None, 100).await.0.is_empty());
     let _ = registry::HEADERS;
 }
+
+/// On PostgreSQL the server analyses a table an import has grown, without waiting for
+/// autovacuum (which may be off, as it is on the test machine): the planner must not keep
+/// believing the registry empty.
+#[tokio::test]
+async fn postgres_statistics_follow_an_import() {
+    let Some(server) = TestServer::start(huikan_tests::Backend::PostgresS3).await else {
+        return;
+    };
+    let never_analysed = "SELECT COUNT(*) FROM pg_stat_user_tables
+        WHERE relname = 'households' AND last_analyze IS NULL AND last_autoanalyze IS NULL";
+    assert_eq!(server.count(never_analysed).await, 1);
+    import(
+        &server.admin().await,
+        "text/csv",
+        utf8_bom(&rows(&village("410327101001", 1000))),
+    )
+    .await;
+    for _ in 0..300 {
+        if server.count(never_analysed).await == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the households table was not analysed within 30 s of the import");
+}
