@@ -57,7 +57,9 @@ pub struct Config {
     #[arg(long, env = "HUIKAN_CHECKPOINT_SECS", default_value_t = 300)]
     pub checkpoint_secs: u64,
 
-    /// Background workers per process for the job queue (photo processing); unset: one per core.
+    /// Background workers per process for the job queue (photo processing and checks,
+    /// reconciliation); unset: one per core. 0: this process serves requests only, and jobs
+    /// wait for another process on the same database to run them.
     #[arg(long, env = "HUIKAN_JOB_WORKERS")]
     pub job_workers: Option<usize>,
 

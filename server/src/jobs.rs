@@ -178,7 +178,10 @@ fn claim_sql(dialect: Dialect) -> &'static str {
 /// Starts the workers and the queue's gauges; they run for as long as the process does.
 pub fn start(state: &AppState, settings: Settings) {
     let process = uuid::Uuid::new_v4().simple().to_string();
-    for n in 0..settings.workers.max(1) {
+    if settings.workers == 0 {
+        tracing::info!("no job workers in this process: jobs wait for another process to run them");
+    }
+    for n in 0..settings.workers {
         let name = format!("{}-{n}", &process[..8]);
         tokio::spawn(work(state.clone(), settings, name));
     }

@@ -20,6 +20,7 @@ backend_tests!(
     a_heic_photo_is_kept_with_its_exif_but_not_decoded,
     a_lost_thumbnail_is_made_again,
     a_job_enqueued_again_while_it_runs_runs_again,
+    a_process_without_workers_leaves_its_jobs_to_another,
 );
 
 /// Uploads the photos and pushes one visit naming them all; returns the visit's id.
@@ -225,6 +226,24 @@ async fn enqueued_photos_survive_a_crash(mut server: TestServer) {
     for photo in visit["photos"].as_array().unwrap() {
         assert_eq!(photo["state"], "processed", "{photo}");
     }
+}
+
+/// A deployment may keep its request-serving processes free of background work: one started
+/// with `HUIKAN_JOB_WORKERS=0` takes visits and photos, and another process runs their jobs.
+async fn a_process_without_workers_leaves_its_jobs_to_another(mut server: TestServer) {
+    let field = server.user("field_staff", &["410327101001"]).await;
+    server.kill().await;
+    let serving_only = server.process_with(&[("HUIKAN_JOB_WORKERS", "0")]).await;
+    let field = field.at(&serving_only);
+    let id = visit_with(&field, &[jpeg(400, 300, 31, 90)]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let visit: Value = field.get_json(&format!("/v1/submissions/{id}")).await;
+    assert_eq!(visit["photos"][0]["state"], "pending", "no worker ran it");
+    assert!(server.count("SELECT COUNT(*) FROM jobs").await > 0);
+
+    server.another_process().await;
+    let visit = processed(&field, &id).await;
+    assert_eq!(visit["photos"][0]["state"], "processed", "{visit}");
 }
 
 fn in_seconds(server: &TestServer, seconds: i64) -> String {
