@@ -268,12 +268,15 @@ async fn an_existing_tus_client_uploads_and_resumes(server: TestServer) {
         let sha = sha256_hex(&photo);
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), &photo).unwrap();
+        // Options first, then `--`: a token may begin with `-` (base64url), which argparse
+        // would otherwise take for an option.
         let output = tokio::process::Command::new(&python)
             .arg(script)
+            .args(&extra)
+            .arg("--")
             .arg(&server.base)
             .arg(field.token.as_deref().unwrap())
             .arg(file.path())
-            .args(&extra)
             .output()
             .await
             .unwrap();
