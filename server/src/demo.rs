@@ -328,10 +328,14 @@ pub struct Exif<'a> {
     pub orientation: Option<u16>,
 }
 
-/// The JPEG with an EXIF segment (APP1) holding `exif`, right after its SOI marker (the JPEG
-/// unchanged if the fields cannot be written).
+/// The JPEG with an EXIF segment (APP1) holding `exif`, right after its SOI marker (the bytes
+/// unchanged if they are not a JPEG or the fields cannot be written).
 pub fn with_exif(jpeg: &[u8], exif: &Exif) -> Vec<u8> {
     use exif::{Field, In, Rational, Tag, Value};
+    // The segment goes right after the SOI marker; without one there is nowhere to put it.
+    if !jpeg.starts_with(&[0xFF, 0xD8]) {
+        return jpeg.to_vec();
+    }
     let ascii = |s: &str| Value::Ascii(vec![s.as_bytes().to_vec()]);
     let dms = |v: f64| {
         let v = v.abs();
@@ -717,4 +721,24 @@ fn visit(
         "device_id": "demo-phone",
         "app_version": "1.0.0"
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Exif, with_exif};
+
+    #[test]
+    fn bytes_that_are_not_a_jpeg_are_left_as_they_are() {
+        let exif = Exif {
+            make: Some("HUAWEI"),
+            ..Exif::default()
+        };
+        for bytes in [&b""[..], b"\xFF", b"not a jpeg"] {
+            assert_eq!(with_exif(bytes, &exif), bytes);
+        }
+        let jpeg = [0xFF, 0xD8, 0xFF, 0xD9];
+        let tagged = with_exif(&jpeg, &exif);
+        assert_eq!(&tagged[..4], &[0xFF, 0xD8, 0xFF, 0xE1]);
+        assert!(tagged.ends_with(&[0xFF, 0xD9]));
+    }
 }

@@ -305,10 +305,12 @@ async fn login(
             if let Ok(value) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
             }
-            response.headers_mut().append(
-                header::SET_COOKIE,
-                HeaderValue::from_static("huikan_login=; Path=/console/login; Max-Age=0"),
-            );
+            // The login form's token has served its purpose.
+            if let Ok(expired) =
+                HeaderValue::from_str(&format!("{LOGIN_COOKIE}=; Path=/console/login; Max-Age=0"))
+            {
+                response.headers_mut().append(header::SET_COOKIE, expired);
+            }
             response
         }
         Err(_) => login_form(

@@ -38,8 +38,8 @@ pub async fn keep_current(db: Db) {
     }
 }
 
-/// Analyses every table [`STALE`] names; gives their names.
-pub async fn analyse_stale(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+/// Analyses every table [`STALE`] names.
+async fn analyse_stale(pool: &PgPool) -> sqlx::Result<()> {
     let stale: Vec<String> = sqlx::query_scalar(STALE).fetch_all(pool).await?;
     for table in &stale {
         let started = std::time::Instant::now();
@@ -49,5 +49,5 @@ pub async fn analyse_stale(pool: &PgPool) -> sqlx::Result<Vec<String>> {
             .await?;
         tracing::info!(table, ms = started.elapsed().as_millis() as u64, "analysed");
     }
-    Ok(stale)
+    Ok(())
 }
