@@ -98,35 +98,58 @@ else
     missing "Chromium and ChromeDriver are not available for the console's browser tests"
 fi
 
-# --- Real photographs for the perceptual-hash tests: scikit-image's sample data (public domain
-#     or CC0, see its data README), taken from its wheel on PyPI into .cache/photos, once ---
-SKIMAGE_PIN='scikit-image==0.26.0'
-PHOTOS="$PWD/.cache/photos"
-PHOTO_NAMES='astronaut.png brick.png camera.png cell.png chelsea.png clock_motion.png coffee.png
-coins.png grass.png gravel.png hubble_deep_field.jpg ihc.png moon.png motorcycle_left.png page.png
-retina.jpg rocket.jpg text.png'
+# --- Real photographs for the copied-photo tests, fetched once into a cache outside the work
+#     tree (so a fresh clone reuses it): the sample data of scikit-image (public domain or CC0,
+#     see its data README), scikit-learn (china.jpg, flower.jpg) and matplotlib (grace_hopper.jpg)
+#     from their wheels on PyPI, and the nature photographs of Debian's mate-backgrounds ---
+PHOTO_WHEELS='scikit-image==0.26.0 scikit-learn==1.9.1 matplotlib==3.11.2'
+PHOTOS="${XDG_CACHE_HOME:-$HOME/.cache}/huikan/photos-2"
+PHOTO_MEMBERS='skimage/data/astronaut.png skimage/data/brick.png skimage/data/camera.png
+skimage/data/cell.png skimage/data/chelsea.png skimage/data/clock_motion.png
+skimage/data/coffee.png skimage/data/coins.png skimage/data/grass.png skimage/data/gravel.png
+skimage/data/hubble_deep_field.jpg skimage/data/ihc.png skimage/data/moon.png
+skimage/data/motorcycle_left.png skimage/data/page.png skimage/data/retina.jpg
+skimage/data/rocket.jpg skimage/data/text.png sklearn/datasets/images/china.jpg
+sklearn/datasets/images/flower.jpg matplotlib/mpl-data/sample_data/grace_hopper.jpg'
+MATE_PHOTOS='nature/Aqua.jpg nature/Blinds.jpg nature/Dune.jpg nature/FreshFlower.jpg
+nature/Garden.jpg nature/GreenMeadow.jpg nature/LadyBird.jpg nature/RainDrops.jpg nature/Storm.jpg
+nature/TwoWings.jpg nature/Wood.jpg nature/YellowFlower.jpg abstract/Elephants.jpg
+desktop/GreenTraditional.jpg'
 fetch_photos() {
     [[ -f "$PHOTOS/.complete" ]] && return 0
     [[ -n "${HUIKAN_TEST_PYTHON:-}" ]] || return 1
-    log "fetching the sample photographs ($SKIMAGE_PIN's data, once)"
-    mkdir -p "$WORK/wheel" "$PHOTOS"
-    "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary :all: \
-        -d "$WORK/wheel" "$SKIMAGE_PIN" || return 1
+    log "fetching the sample photographs (once, into $PHOTOS)"
+    mkdir -p "$WORK/wheels" "$WORK/deb" "$PHOTOS"
     # shellcheck disable=SC2086
-    "$VENV/bin/python" - "$PHOTOS" "$WORK"/wheel/*.whl $PHOTO_NAMES <<'EOF' || return 1
-import sys, zipfile
-out, wheel, names = sys.argv[1], sys.argv[2], sys.argv[3:]
-with zipfile.ZipFile(wheel) as z:
-    for name in names:
-        with open(f"{out}/{name}", "wb") as f:
-            f.write(z.read(f"skimage/data/{name}"))
-EOF
+    "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary :all: \
+        -d "$WORK/wheels" $PHOTO_WHEELS || return 1
+    # shellcheck disable=SC2086
+    "$VENV/bin/python" - "$PHOTOS" "$WORK"/wheels/*.whl -- $PHOTO_MEMBERS <<'PY' || return 1
+import os, sys, zipfile
+out = sys.argv[1]
+split = sys.argv.index("--")
+wheels, members = sys.argv[2:split], set(sys.argv[split + 1:])
+for wheel in wheels:
+    with zipfile.ZipFile(wheel) as z:
+        for name in members.intersection(z.namelist()):
+            with open(os.path.join(out, os.path.basename(name)), "wb") as f:
+                f.write(z.read(name))
+PY
+    (cd "$WORK/deb" && { apt-get download -qq mate-backgrounds 2>/dev/null ||
+        { as_root && apt-get update -qq && apt-get download -qq mate-backgrounds 2>/dev/null; }; }) ||
+        return 1
+    dpkg-deb -x "$WORK"/deb/mate-backgrounds_*.deb "$WORK/deb/tree" || return 1
+    local photo
+    for photo in $MATE_PHOTOS; do
+        cp "$WORK/deb/tree/usr/share/backgrounds/mate/$photo" "$PHOTOS/" || return 1
+    done
+    [[ "$(find "$PHOTOS" -type f | wc -l)" -eq 35 ]] || return 1
     touch "$PHOTOS/.complete"
 }
 if fetch_photos; then
     export HUIKAN_TEST_PHOTOS="$PHOTOS"
 else
-    missing "could not fetch the sample photographs into .cache/photos"
+    missing "could not fetch the sample photographs into $PHOTOS"
 fi
 
 # --- S3: a moto server on a free loopback port, killed on exit ---

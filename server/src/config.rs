@@ -74,7 +74,7 @@ pub struct Config {
 
     /// Photos whose perceptual hashes differ in at most this many of 64 bits are near-duplicates
     /// (`photo_near_duplicate`); the default comes from measurements on real photographs.
-    #[arg(long, env = "HUIKAN_NEAR_DUPLICATE_BITS", default_value_t = crate::evidence::analysis::NEAR_DUPLICATE_BITS)]
+    #[arg(long, env = "HUIKAN_NEAR_DUPLICATE_BITS", default_value_t = crate::evidence::phash::NEAR_DUPLICATE_BITS)]
     pub near_duplicate_bits: u32,
 
     /// The income line in yuan per person per year: a visit reporting less fails the income

@@ -42,6 +42,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     tokio::spawn(housekeeping(state.clone()));
     tokio::spawn(db::statistics::keep_current(state.db.clone()));
+    tokio::spawn(evidence::index::keep_current(
+        state.near.clone(),
+        state.db.clone(),
+    ));
     jobs::start(
         &state,
         jobs::Settings {
@@ -109,5 +113,6 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         signer: Arc::new(signer),
         jobs: jobs::Wakeup::default(),
         metrics: http::metrics_handle(),
+        near: Arc::default(),
     })
 }

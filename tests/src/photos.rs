@@ -97,3 +97,110 @@ pub fn distinct_copy(jpeg: &[u8], label: &str) -> Vec<u8> {
 
 /// EXIF as a phone writes it: the demo county's writer (one writer for both).
 pub use huikan_server::demo::{Exif, with_exif};
+
+/// A picture as a JPEG at `quality`.
+pub fn encode(image: &RgbImage, quality: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, quality)
+        .encode_image(image)
+        .expect("encoding a JPEG");
+    out
+}
+
+/// The real photographs the test script fetched into `HUIKAN_TEST_PHOTOS`, by name, at most
+/// `max_side` pixels on their long side; `None` (skipped, with a warning) where it is unset
+/// outside CI.
+pub fn originals(max_side: u32) -> Option<Vec<(String, RgbImage)>> {
+    let Ok(dir) = std::env::var("HUIKAN_TEST_PHOTOS") else {
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!("HUIKAN_TEST_PHOTOS is not set, and CI=true requires the test photographs");
+        }
+        eprintln!(
+            "SKIPPED: HUIKAN_TEST_PHOTOS is not set (the README's test command fetches them)"
+        );
+        return None;
+    };
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .expect("reading HUIKAN_TEST_PHOTOS")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("png" | "jpg")))
+        .collect();
+    paths.sort();
+    Some(
+        paths
+            .into_iter()
+            .map(|p| {
+                let name = p
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                let image = image::open(&p).expect("a sample photograph").to_rgb8();
+                // The wallpapers are up to 4K.
+                let image = if image.width().max(image.height()) > max_side {
+                    image::DynamicImage::ImageRgb8(image)
+                        .thumbnail(max_side, max_side)
+                        .to_rgb8()
+                } else {
+                    image
+                };
+                (name, image)
+            })
+            .collect(),
+    )
+}
+
+/// The copies a forger would make of a photo, named, as JPEGs.
+pub fn transformed(original: &RgbImage) -> Vec<(&'static str, Vec<u8>)> {
+    use image::DynamicImage;
+    let (w, h) = original.dimensions();
+    let decoded = image::load_from_memory(&encode(original, 90))
+        .expect("decoding our own JPEG")
+        .to_rgb8();
+    let resized = DynamicImage::ImageRgb8(original.clone())
+        .resize_exact(
+            w * 7 / 10,
+            h * 7 / 10,
+            image::imageops::FilterType::Lanczos3,
+        )
+        .to_rgb8();
+    let crop = |x: u32, y: u32, cw: u32, ch: u32| {
+        encode(
+            &image::imageops::crop_imm(original, x, y, cw, ch).to_image(),
+            90,
+        )
+    };
+    let (dw, dh) = (w / 20, h / 20);
+    let scaled = |factor: f32| {
+        let mut out = original.clone();
+        for pixel in out.pixels_mut() {
+            for c in pixel.0.iter_mut() {
+                *c = (f32::from(*c) * factor).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        encode(&out, 90)
+    };
+    let turned = |image: DynamicImage| encode(&image.to_rgb8(), 90);
+    vec![
+        ("recompressed at quality 60", encode(&decoded, 60)),
+        ("resized to 70 %", encode(&resized, 90)),
+        ("5 % cropped off the left", crop(dw, 0, w - dw, h)),
+        ("5 % cropped off the right", crop(0, 0, w - dw, h)),
+        ("5 % cropped off the top", crop(0, dh, w, h - dh)),
+        ("5 % cropped off the bottom", crop(0, 0, w, h - dh)),
+        (
+            "10 % cropped, centred",
+            crop(dw, dh, w - 2 * dw, h - 2 * dh),
+        ),
+        ("brightened 10 %", scaled(1.1)),
+        ("darkened 10 %", scaled(0.9)),
+        (
+            "turned 90°",
+            turned(DynamicImage::ImageRgb8(original.clone()).rotate90()),
+        ),
+        (
+            "turned 180°",
+            turned(DynamicImage::ImageRgb8(original.clone()).rotate180()),
+        ),
+    ]
+}

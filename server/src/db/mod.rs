@@ -144,6 +144,19 @@ impl Db {
     }
 }
 
+/// Appends `IN (...)` over the values to a query being built with `sqlx::QueryBuilder`.
+#[macro_export]
+macro_rules! push_in {
+    ($q:ident, $values:expr) => {{
+        $q.push(" IN (");
+        let mut list = $q.separated(", ");
+        for value in $values {
+            list.push_bind(value);
+        }
+        list.push_unseparated(")");
+    }};
+}
+
 /// Reads a feed counter and, on PostgreSQL, locks its row until the transaction ends, so that
 /// feed positions are handed out in commit order. SQLite's single writer connection already
 /// excludes every other writer.

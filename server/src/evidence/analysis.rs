@@ -1,6 +1,6 @@
 //! What a photo's bytes say, worked out on a blocking thread under strict limits: its type, its
 //! EXIF (time with offset, GPS, make and model, orientation), a correctly oriented thumbnail of at
-//! most 320 px, and a 64-bit perceptual hash. Anything a file can do wrong (a decompression bomb,
+//! most 320 px, and the hashes that find its copies ([`super::phash`]). Anything a file can do wrong (a decompression bomb,
 //! a truncated or corrupt file, a declared size of 60000×60000) becomes an "undecodable" fact with
 //! its reason, never a crash or an unbounded allocation.
 //!
@@ -12,13 +12,8 @@ use std::io::{BufRead, BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use image::{DynamicImage, ImageFormat, RgbImage};
-use image_hasher::{HashAlg, HasherConfig};
 
-/// Photos whose perceptual hashes differ in at most this many of 64 bits are near-duplicates.
-/// Measured on 18 real photographs (tests/tests/phash.rs): copies recompressed at quality 60,
-/// resized to 70 % or brightened 10 % move 0–2 bits, 5 % cropped off an edge 4–10; the closest
-/// two different photographs are 16 bits apart.
-pub const NEAR_DUPLICATE_BITS: u32 = 12;
+use super::phash::{self, PhotoHashes};
 
 /// The long side of a thumbnail, in pixels.
 pub const THUMBNAIL_SIZE: u32 = 320;
@@ -45,8 +40,12 @@ pub struct Exif {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Decoded: a thumbnail and a perceptual hash.
-    Decoded { thumbnail: Vec<u8>, phash: u64 },
+    /// Decoded: a thumbnail, and the hashes that find copies of it, or why it cannot be
+    /// compared with other photos (too flat).
+    Decoded {
+        thumbnail: Vec<u8>,
+        hashes: Result<PhotoHashes, String>,
+    },
     /// Kept as evidence, but its pixels could not be read (HEIC, which nothing here decodes).
     NotDecoded(String),
     /// The bytes are not a readable image; why.
@@ -103,7 +102,7 @@ fn analyse_source<R: Read + Seek>(mut source: R, content_type: &str) -> Facts {
         Ok(image) => {
             let image = orient(image, facts.exif.orientation);
             Outcome::Decoded {
-                phash: perceptual_hash(&image),
+                hashes: phash::hashes(&image),
                 thumbnail: thumbnail(&image),
             }
         }
@@ -299,25 +298,6 @@ fn thumbnail(image: &DynamicImage) -> Vec<u8> {
     // Encoding an in-memory RGB image into a Vec cannot fail.
     let _ = small.write_with_encoder(encoder);
     out
-}
-
-/// A 64-bit DCT perceptual hash (pHash): the low frequencies of the grey image against their
-/// median, which recompression, resizing, small crops and brightness changes barely move. (The
-/// mean, which the DC term dominates, leaves most bits equal across unrelated photos.)
-pub fn perceptual_hash(image: &DynamicImage) -> u64 {
-    // Built once: the hasher plans its DCT when made.
-    static HASHER: std::sync::LazyLock<image_hasher::Hasher> = std::sync::LazyLock::new(|| {
-        HasherConfig::new()
-            .hash_size(8, 8)
-            .preproc_dct()
-            .hash_alg(HashAlg::Median)
-            .to_hasher()
-    });
-    let hash = HASHER.hash_image(image);
-    let bytes = hash.as_bytes();
-    let mut word = [0u8; 8];
-    word[..bytes.len().min(8)].copy_from_slice(&bytes[..bytes.len().min(8)]);
-    u64::from_be_bytes(word)
 }
 
 fn read_exif<R: Read + Seek>(source: &mut R, content_type: &str) -> Exif {

@@ -1,9 +1,12 @@
 //! The evidence pipeline: every stored photo is looked at once, on the job queue and never on an
 //! upload's path. `process_photo` reads its bytes, works out its facts ([`analysis`]), stores a
 //! thumbnail beside the blob and records the facts with their audit entry, all idempotently.
+//! A photo hashed by an older scheme ([`phash::HASH_VERSION`]) is hashed again by the same job.
 
 pub mod analysis;
-pub mod near;
+pub mod index;
+pub mod lookup;
+pub mod phash;
 pub mod reuse;
 
 use futures::StreamExt;
@@ -31,24 +34,30 @@ pub fn thumbnail_key(sha256: &str) -> String {
     )
 }
 
-/// The `process_photo` job: facts, thumbnail and perceptual hash of one blob.
+/// The `process_photo` job: facts, thumbnail and copy-detection hashes of one blob; or, for a
+/// photo hashed by an older scheme, its hashes again.
 pub async fn process_photo(state: &AppState, sha256: &str) -> anyhow::Result<()> {
-    let known: Option<(String, bool)> = on_pool!(&state.db.read, |p| {
+    let known: Option<(String, Option<String>, Option<i64>)> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(
-            "SELECT b.content_type, f.sha256 IS NOT NULL FROM blobs b
+            "SELECT b.content_type, f.state, f.hash_version FROM blobs b
              LEFT JOIN photo_facts f ON f.sha256 = b.sha256 WHERE b.sha256 = $1",
         )
         .bind(sha256)
         .fetch_optional(p)
         .await
     })?;
-    let Some((content_type, processed)) = known else {
+    let Some((content_type, processed, hash_version)) = known else {
         anyhow::bail!("no blob {sha256}");
     };
-    if processed {
-        return Ok(());
-    }
+    let rehash = match processed.as_deref() {
+        None => false,
+        Some("processed") if hash_version.is_none_or(|v| v < phash::HASH_VERSION) => true,
+        Some(_) => return Ok(()),
+    };
     let facts = analyse_blob(state, sha256, content_type).await?;
+    if rehash {
+        return record_hashes(state, sha256, &facts).await;
+    }
     if let Outcome::Decoded { thumbnail, .. } = &facts.outcome {
         store_thumbnail(state, sha256, thumbnail).await?;
     }
@@ -159,10 +168,14 @@ fn facts_state(facts: &Facts) -> &'static str {
 /// Writes the facts and their audit entry in one transaction; a second writer of the same facts
 /// (a job redone after a crash) changes nothing.
 async fn record(state: &AppState, sha256: &str, facts: &Facts) -> anyhow::Result<()> {
-    let (phash, problem) = match &facts.outcome {
-        Outcome::Decoded { phash, .. } => (Some(*phash), None),
+    let (hashes, problem) = match &facts.outcome {
+        Outcome::Decoded { hashes, .. } => match hashes {
+            Ok(hashes) => (Some(*hashes), None),
+            Err(why) => (None, Some(why.as_str())),
+        },
         Outcome::NotDecoded(why) | Outcome::Undecodable(why) => (None, Some(why.as_str())),
     };
+    let phash = hashes.map(|h| h.full());
     let exif = &facts.exif;
     // Fields in JCS order.
     #[derive(Serialize)]
@@ -170,6 +183,7 @@ async fn record(state: &AppState, sha256: &str, facts: &Facts) -> anyhow::Result
         exif_gps: Option<[f64; 2]>,
         exif_offset: Option<&'a str>,
         exif_time: Option<&'a str>,
+        hash_version: i64,
         height: Option<u32>,
         phash: Option<String>,
         problem: Option<&'a str>,
@@ -181,6 +195,7 @@ async fn record(state: &AppState, sha256: &str, facts: &Facts) -> anyhow::Result
         exif_gps: exif.gps.map(|(lat, lon)| [lat, lon]),
         exif_offset: exif.offset.as_deref(),
         exif_time: exif.taken_at.as_deref(),
+        hash_version: phash::HASH_VERSION,
         height: facts.height,
         phash: phash.map(|h| format!("{h:016x}")),
         problem,
@@ -197,11 +212,15 @@ async fn record(state: &AppState, sha256: &str, facts: &Facts) -> anyhow::Result
     let dialect = state.db.dialect();
     on_pool!(&state.db.write, |p| {
         let mut tx = p.begin_write().await?;
+        let hash_seq = match hashes {
+            Some(_) => Some(next_hash_seq!(tx, dialect)),
+            None => None,
+        };
         let inserted = sqlx::query(
             "INSERT INTO photo_facts (sha256, state, problem, width, height, taken_at, taken_offset,
-                 gps_lat, gps_lon, make, model, orientation, phash, phash_band0, phash_band1,
-                 phash_band2, phash_band3, processed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                 gps_lat, gps_lon, make, model, orientation, phash, hash_version, hashes, hash_seq,
+                 processed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
              ON CONFLICT (sha256) DO NOTHING",
         )
         .bind(sha256)
@@ -218,31 +237,115 @@ async fn record(state: &AppState, sha256: &str, facts: &Facts) -> anyhow::Result
         .bind(exif.orientation.map(i64::from))
         // Stored as the signed 64-bit integer with the same bits.
         .bind(phash.map(|h| h as i64))
-        .bind(phash.map(|h| near::band(h, 0)))
-        .bind(phash.map(|h| near::band(h, 1)))
-        .bind(phash.map(|h| near::band(h, 2)))
-        .bind(phash.map(|h| near::band(h, 3)))
+        .bind(phash::HASH_VERSION)
+        .bind(hashes.map(|h| h.to_bytes()))
+        .bind(hash_seq)
         .bind(crate::db::now())
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if inserted == 1 {
             append_audit!(tx, dialect, std::slice::from_ref(&entry));
-            // The visits already naming this photo can now be checked.
-            let visits: Vec<String> = sqlx::query_scalar(
-                "SELECT DISTINCT submission_id FROM submission_photos WHERE sha256 = $1",
-            )
-            .bind(sha256)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|id: uuid::Uuid| id.to_string())
-            .collect();
-            let visits: Vec<&str> = visits.iter().map(String::as_str).collect();
-            enqueue_jobs!(tx, Kind::CheckPhotos, &visits);
+            enqueue_checks!(tx, sha256);
         }
         tx.commit().await?;
         Ok::<_, AppError>(())
     })
     .map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
+/// The next position in the near-duplicate index's catch-up, inside an open write transaction
+/// `$tx`: read under the `photo_hashes` counter's lock (held to commit on PostgreSQL, SQLite's
+/// one writer elsewhere), so positions are handed out in commit order and a reader that has seen
+/// one has seen every one before it.
+macro_rules! next_hash_seq {
+    ($tx:ident, $dialect:expr) => {{
+        let value: i64 = sqlx::query_scalar(crate::db::lock_counter_sql($dialect))
+            .bind("photo_hashes")
+            .fetch_one(&mut *$tx)
+            .await?;
+        sqlx::query("UPDATE counters SET value = $1 WHERE name = 'photo_hashes'")
+            .bind(value + 1)
+            .execute(&mut *$tx)
+            .await?;
+        value + 1
+    }};
+}
+use next_hash_seq;
+
+/// Enqueues, inside an open transaction `$tx`, the photo check of every visit that a change to
+/// photo `$sha256`'s hashes concerns: those naming it, and those with a near-duplicate finding
+/// pointing at it.
+macro_rules! enqueue_checks {
+    ($tx:ident, $sha256:expr) => {{
+        let visits: Vec<String> = sqlx::query_scalar(
+            "SELECT submission_id FROM submission_photos WHERE sha256 = $1
+             UNION SELECT submission_id FROM findings WHERE other_photo = $1 AND cleared_at IS NULL",
+        )
+        .bind($sha256)
+        .fetch_all(&mut *$tx)
+        .await?
+        .into_iter()
+        .map(|id: uuid::Uuid| id.to_string())
+        .collect();
+        let visits: Vec<&str> = visits.iter().map(String::as_str).collect();
+        enqueue_jobs!($tx, Kind::CheckPhotos, &visits);
+    }};
+}
+use enqueue_checks;
+
+/// Stores a photo's hashes by the current scheme in place of an older one's, with its audit
+/// entry, and has its visits and those pointing at it judged again.
+async fn record_hashes(state: &AppState, sha256: &str, facts: &Facts) -> anyhow::Result<()> {
+    let hashes = match &facts.outcome {
+        Outcome::Decoded { hashes, .. } => hashes.as_ref().ok().copied(),
+        _ => None,
+    };
+    // Fields in JCS order.
+    #[derive(Serialize)]
+    struct Rehashed<'a> {
+        hash_version: i64,
+        phash: Option<String>,
+        sha256: &'a str,
+    }
+    let entry = Entry::new(
+        "system",
+        "photo.rehashed",
+        format!("blob:{sha256}"),
+        serde_json::to_value(Rehashed {
+            hash_version: phash::HASH_VERSION,
+            phash: hashes.map(|h| format!("{:016x}", h.full())),
+            sha256,
+        })?,
+    );
+    let dialect = state.db.dialect();
+    on_pool!(&state.db.write, |p| {
+        let mut tx = p.begin_write().await?;
+        let hash_seq = match hashes {
+            Some(_) => Some(next_hash_seq!(tx, dialect)),
+            None => None,
+        };
+        let changed = sqlx::query(
+            "UPDATE photo_facts SET hash_version = $1, hashes = $2, hash_seq = $3, phash = $4
+             WHERE sha256 = $5 AND (hash_version IS NULL OR hash_version < $1)",
+        )
+        .bind(phash::HASH_VERSION)
+        .bind(hashes.map(|h| h.to_bytes()))
+        .bind(hash_seq)
+        .bind(hashes.map(|h| h.full() as i64))
+        .bind(sha256)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            append_audit!(tx, dialect, std::slice::from_ref(&entry));
+            enqueue_checks!(tx, sha256);
+        }
+        tx.commit().await?;
+        Ok::<_, AppError>(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    state.jobs.notify();
+    metrics::counter!("photos_rehashed_total").increment(1);
+    Ok(())
 }

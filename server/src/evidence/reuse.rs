@@ -8,10 +8,16 @@
 //!   checked second finds the pair; when that is the earlier one, the finding goes on the other.
 //!
 //! A household's own photos, sent again or re-shot at its next visit, are neither.
+//!
+//! Near-duplicates are judged again whenever either photo's hashes change (a new hashing scheme):
+//! a pair no longer near is cleared, a new one raised, a different one revised, each audited. A
+//! finding whose other photo still awaits its new hashes is kept until that photo has them.
 
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::lookup::{self, NearPhoto, SentWith};
+use super::phash::{HASH_VERSION, PhotoHashes};
 use crate::append_audit;
 use crate::audit::Entry;
 use crate::db::BeginWrite;
@@ -21,80 +27,70 @@ use crate::http::AppState;
 use crate::jobs::Kind;
 use crate::on_pool;
 
-/// Bumped when what the rule finds changes, so findings say which rule made them.
-const RULE_VERSION: i64 = 1;
-
-#[derive(sqlx::FromRow)]
-struct Visit {
-    household_id: String,
-    seq: i64,
-}
+/// Bumped when what the rule finds changes, so findings say which rule made them: 2 judges
+/// near-duplicates by the views of [`super::phash`].
+const RULE_VERSION: i64 = 2;
 
 #[derive(sqlx::FromRow)]
 struct Photo {
     sha256: String,
     processed: bool,
-    phash: Option<i64>,
+    hash_version: Option<i64>,
+    hashes: Option<Vec<u8>>,
 }
 
-#[derive(sqlx::FromRow)]
-struct Other {
-    submission_id: Uuid,
-    household_id: String,
-    seq: i64,
-}
-
-/// A visit that sent a photo, and whether it already has a near-duplicate finding on it.
-#[derive(sqlx::FromRow)]
-struct SentWith {
-    #[sqlx(flatten)]
-    visit: Other,
-    has_finding: bool,
+/// What one check decided about its visits: the findings that should be, the photos whose
+/// near-duplicate finding was judged (so a stored one not among them is cleared), the visits to
+/// check again and the households to reconcile.
+#[derive(Default)]
+struct Judged {
+    findings: Vec<Finding>,
+    near_judged: Vec<(Uuid, String, String)>,
+    recheck: Vec<String>,
+    households: Vec<String>,
 }
 
 /// The `check_photos` job for a batch of visits: their findings stored, and the visits to check
 /// again and the households to reconcile enqueued, in one transaction.
 pub async fn check_photos(state: &AppState, submission_ids: &[&str]) -> anyhow::Result<()> {
-    let mut findings = Vec::new();
-    let mut recheck = Vec::new();
-    let mut households = Vec::new();
+    let mut judged = Judged::default();
     for submission_id in submission_ids {
-        if let Some(household_id) =
-            check_visit(state, submission_id, &mut findings, &mut recheck).await?
-        {
-            households.push(household_id);
-        }
+        check_visit(state, submission_id, &mut judged).await?;
     }
-    recheck.sort();
-    recheck.dedup();
-    households.sort();
-    households.dedup();
-    record(state, &households, &findings, &recheck).await
+    judged.recheck.sort();
+    judged.recheck.dedup();
+    judged.households.sort();
+    judged.households.dedup();
+    record(state, &judged).await
 }
 
-/// One visit's photo findings and visits to recheck; its household once all its photos are
+/// One visit's photo findings and visits to recheck, and its household, once all its photos are
 /// processed (until then there is nothing to check: processing the last of them enqueues this
 /// job again).
 async fn check_visit(
     state: &AppState,
     submission_id: &str,
-    findings: &mut Vec<Finding>,
-    recheck: &mut Vec<String>,
-) -> anyhow::Result<Option<String>> {
+    judged: &mut Judged,
+) -> anyhow::Result<()> {
     let id = Uuid::parse_str(submission_id)?;
-    let visit: Option<Visit> = on_pool!(&state.db.read, |p| {
+    let visit: Option<(String, i64)> = on_pool!(&state.db.read, |p| {
         sqlx::query_as("SELECT household_id, seq FROM submissions WHERE submission_id = $1")
             .bind(id)
             .fetch_optional(p)
             .await
     })?;
-    let Some(visit) = visit else {
+    let Some((household_id, seq)) = visit else {
         anyhow::bail!("no submission {submission_id}");
+    };
+    let visit = SentWith {
+        submission_id: id,
+        household_id,
+        seq,
     };
     let photos: Vec<Photo> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(
-            "SELECT sp.sha256, f.sha256 IS NOT NULL AS processed, f.phash FROM submission_photos sp
-             LEFT JOIN photo_facts f ON f.sha256 = sp.sha256
+            "SELECT sp.sha256, f.sha256 IS NOT NULL AS processed, f.hash_version, f.hashes
+             FROM submission_photos sp LEFT JOIN photo_facts f ON f.sha256 = sp.sha256
              WHERE sp.submission_id = $1 ORDER BY sp.position",
         )
         .bind(id)
@@ -102,10 +98,10 @@ async fn check_visit(
         .await
     })?;
     if photos.iter().any(|p| !p.processed) {
-        return Ok(None);
+        return Ok(());
     }
     for photo in &photos {
-        let first: Option<Other> = on_pool!(&state.db.read, |p| {
+        let first: Option<SentWith> = on_pool!(&state.db.read, |p| {
             sqlx::query_as(
                 "SELECT s.submission_id, s.household_id, s.seq FROM submission_photos sp
                  JOIN submissions s ON s.submission_id = sp.submission_id
@@ -117,71 +113,76 @@ async fn check_visit(
             .await
         })?;
         if let Some(earlier) = first.filter(|f| f.household_id != visit.household_id) {
-            findings.push(Finding::reused_exact(
-                id,
-                &visit.household_id,
-                &photo.sha256,
-                &earlier,
-            ));
+            judged
+                .findings
+                .push(Finding::reused_exact(&visit, &photo.sha256, &earlier));
         }
-        if let Some(phash) = photo.phash {
-            let this = Other {
-                submission_id: id,
-                household_id: visit.household_id.clone(),
-                seq: visit.seq,
-            };
-            let near = near_duplicate(state, &this, &photo.sha256, phash as u64).await;
-            let (finding, later) = near.map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            findings.extend(finding);
-            recheck.extend(later.iter().map(Uuid::to_string));
+        // A photo awaiting its hashes by the current scheme is judged once it has them.
+        if photo.hash_version != Some(HASH_VERSION) {
+            continue;
         }
+        judged.near_judged.push((
+            id,
+            "photo_near_duplicate".to_owned(),
+            format!("photo:{}", photo.sha256),
+        ));
+        let Some(hashes) = photo.hashes.as_deref().and_then(PhotoHashes::from_bytes) else {
+            continue;
+        };
+        let near = lookup::near_photos(state, &photo.sha256, &hashes)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let (finding, later) = near_duplicate(state, &visit, &photo.sha256, &near).await?;
+        judged.findings.extend(finding);
+        judged.recheck.extend(later.iter().map(Uuid::to_string));
     }
-    Ok(Some(visit.household_id))
+    judged.households.push(visit.household_id);
+    Ok(())
 }
 
-/// Where a photo near this one (or the photo itself) was first sent: if that was a different
-/// household's visit, this one copied it. Returns the finding, if any, and the later visits of
-/// other households with a photo near this one and no such finding yet: checked before this
-/// photo was processed, they could not see it, so they are checked again.
+/// Where a photo near this one was first sent: if that was a different household's visit, this
+/// one copied it. Returns the finding, if any, and the later visits of other households with a
+/// photo near this one whose finding does not point at this pair yet: checked before this photo
+/// had its hashes, they could not see it, so they are checked again.
 async fn near_duplicate(
     state: &AppState,
-    visit: &Other,
+    visit: &SentWith,
     sha256: &str,
-    phash: u64,
-) -> Result<(Option<Finding>, Vec<Uuid>), AppError> {
+    near: &[NearPhoto],
+) -> anyhow::Result<(Option<Finding>, Vec<Uuid>)> {
     let threshold = state.config.near_duplicate_bits;
-    let mut origin: Option<(Other, super::near::Near)> = None;
+    let mut origin: Option<(&SentWith, &NearPhoto)> = None;
+    let mut later = Vec::new();
+    for photo in near {
+        for other in &photo.visits {
+            if other.seq > visit.seq && other.household_id != visit.household_id {
+                later.push((other.submission_id, photo.sha256.as_str()));
+            }
+            if other.seq < visit.seq && origin.is_none_or(|(o, _)| other.seq < o.seq) {
+                origin = Some((other, photo));
+            }
+        }
+    }
     let mut recheck = Vec::new();
-    for near in super::near::within(&state.db.read, phash, threshold).await? {
-        let sent_with: Vec<SentWith> = on_pool!(&state.db.read, |p| {
-            sqlx::query_as(
-                "SELECT s.submission_id, s.household_id, s.seq,
-                        EXISTS (SELECT 1 FROM findings f WHERE f.submission_id = s.submission_id
-                                AND f.code = 'photo_near_duplicate' AND f.subject = 'photo:' || $1)
-                            AS has_finding
-                 FROM submission_photos sp JOIN submissions s ON s.submission_id = sp.submission_id
-                 WHERE sp.sha256 = $1",
+    for (submission_id, photo) in later {
+        let pointing: Option<String> = on_pool!(&state.db.read, |p| {
+            sqlx::query_scalar(
+                "SELECT other_photo FROM findings WHERE submission_id = $1
+                 AND code = 'photo_near_duplicate' AND subject = 'photo:' || $2
+                 AND cleared_at IS NULL",
             )
-            .bind(&near.sha256)
-            .fetch_all(p)
+            .bind(submission_id)
+            .bind(photo)
+            .fetch_optional(p)
             .await
         })?;
-        for SentWith {
-            visit: other,
-            has_finding,
-        } in sent_with
-        {
-            if other.seq > visit.seq && other.household_id != visit.household_id && !has_finding {
-                recheck.push(other.submission_id);
-            }
-            if other.seq < visit.seq && origin.as_ref().is_none_or(|(o, _)| other.seq < o.seq) {
-                origin = Some((other, near.clone()));
-            }
+        if pointing.is_none() {
+            recheck.push(submission_id);
         }
     }
     let finding = origin
-        .filter(|(o, near)| o.household_id != visit.household_id && near.sha256 != sha256)
-        .map(|(o, near)| Finding::near_duplicate(visit, sha256, &o, &near, threshold));
+        .filter(|(o, _)| o.household_id != visit.household_id)
+        .map(|(o, photo)| Finding::near_duplicate(visit, sha256, o, photo, threshold));
     Ok((finding, recheck))
 }
 
@@ -204,12 +205,30 @@ struct Finding {
 }
 
 impl Finding {
-    fn reused_exact(
-        submission_id: Uuid,
-        household_id: &str,
-        sha256: &str,
-        earlier: &Other,
-    ) -> Finding {
+    /// What the finding points at, as stored in `findings.data`.
+    fn data(&self) -> serde_json::Value {
+        let mut data = serde_json::json!({
+            "other_submission_id": self.other_submission_id,
+            "other_household_id": self.other_household_id,
+        });
+        if let (Some(photo), Some(distance)) = (&self.other_photo, self.distance) {
+            data["other_photo"] = photo.as_str().into();
+            data["distance"] = distance.into();
+        }
+        data
+    }
+
+    fn entry(&self, action: &'static str) -> Entry {
+        Entry::presorted(
+            "system",
+            action,
+            format!("submission:{}", self.submission_id),
+            Some(&self.household_id),
+            self,
+        )
+    }
+
+    fn reused_exact(visit: &SentWith, sha256: &str, earlier: &SentWith) -> Finding {
         Finding {
             code: "photo_reused_exact",
             detail: format!(
@@ -217,28 +236,28 @@ impl Finding {
                 earlier.household_id, earlier.submission_id
             ),
             distance: None,
-            household_id: household_id.to_owned(),
+            household_id: visit.household_id.clone(),
             other_household_id: earlier.household_id.clone(),
             other_photo: None,
             other_submission_id: earlier.submission_id,
             rule_version: RULE_VERSION,
             severity: "critical",
             subject: format!("photo:{sha256}"),
-            submission_id,
+            submission_id: visit.submission_id,
         }
     }
 
     fn near_duplicate(
-        later: &Other,
+        later: &SentWith,
         sha256: &str,
-        earlier: &Other,
-        other_photo: &super::near::Near,
+        earlier: &SentWith,
+        other_photo: &NearPhoto,
         threshold: u32,
     ) -> Finding {
         Finding {
             code: "photo_near_duplicate",
             detail: format!(
-                "photo {sha256} looks like photo {} first sent for household {} (visit {}): their perceptual hashes differ in {} of 64 bits, within the threshold of {threshold}",
+                "photo {sha256} looks like photo {} first sent for household {} (visit {}): their copy-detection hashes differ in {} of 64 bits, within the threshold of {threshold}",
                 other_photo.sha256,
                 earlier.household_id,
                 earlier.submission_id,
@@ -257,32 +276,40 @@ impl Finding {
     }
 }
 
-/// Stores the findings not raised yet, each with its audit entry, enqueues the visits to check
-/// again, and the households' reconciliation (their photos' facts are in now), in one
-/// transaction.
-async fn record(
-    state: &AppState,
-    households: &[String],
-    findings: &[Finding],
-    recheck: &[String],
-) -> anyhow::Result<()> {
-    if findings.is_empty() && recheck.is_empty() && households.is_empty() {
+/// A cleared finding as recorded in the audit trail. Fields in JCS order.
+#[derive(Serialize)]
+struct Cleared<'a> {
+    code: &'a str,
+    household_id: &'a str,
+    rule_version: i64,
+    subject: &'a str,
+    submission_id: Uuid,
+}
+
+/// A near-duplicate finding as stored.
+#[derive(sqlx::FromRow)]
+struct Stored {
+    finding_id: Uuid,
+    household_id: String,
+    data: String,
+    other_photo: Option<String>,
+    cleared: bool,
+}
+
+/// Brings the stored photo findings in line with what the checks judged, each change with its
+/// audit entry, and enqueues the visits to check again and the households' reconciliation
+/// (their photos' facts are in now), in one transaction.
+async fn record(state: &AppState, judged: &Judged) -> anyhow::Result<()> {
+    if judged.findings.is_empty() && judged.recheck.is_empty() && judged.households.is_empty() {
         return Ok(());
     }
     let dialect = state.db.dialect();
     let now = crate::db::now();
     on_pool!(&state.db.write, |p| {
         let mut tx = p.begin_write().await?;
-        let mut raised = Vec::new();
-        for finding in findings {
-            let mut data = serde_json::json!({
-                "other_submission_id": finding.other_submission_id,
-                "other_household_id": finding.other_household_id,
-            });
-            if let (Some(photo), Some(distance)) = (&finding.other_photo, finding.distance) {
-                data["other_photo"] = photo.as_str().into();
-                data["distance"] = distance.into();
-            }
+        let mut entries = Vec::new();
+        // Exact reuse rests on bytes, which never change: raised once, never cleared.
+        for finding in judged.findings.iter().filter(|f| f.code == "photo_reused_exact") {
             let inserted = sqlx::query(
                 "INSERT INTO findings (finding_id, submission_id, household_id, code, severity, subject,
                      detail, data, rule_version, raised_at)
@@ -296,26 +323,111 @@ async fn record(
             .bind(finding.severity)
             .bind(&finding.subject)
             .bind(&finding.detail)
-            .bind(data.to_string())
+            .bind(finding.data().to_string())
             .bind(finding.rule_version)
             .bind(now)
             .execute(&mut *tx)
             .await?
             .rows_affected();
             if inserted == 1 {
-                raised.push(Entry::presorted(
-                    "system",
-                    "finding.raised",
-                    format!("submission:{}", finding.submission_id),
-                    Some(&finding.household_id),
-                    finding,
-                ));
+                entries.push(finding.entry("finding.raised"));
             }
         }
-        append_audit!(tx, dialect, &raised);
-        let recheck: Vec<&str> = recheck.iter().map(String::as_str).collect();
+        for (submission_id, code, subject) in &judged.near_judged {
+            let wanted = judged.findings.iter().find(|f| {
+                f.submission_id == *submission_id && f.code == code && f.subject == *subject
+            });
+            let stored: Option<Stored> = sqlx::query_as(
+                "SELECT finding_id, household_id, data, other_photo, cleared_at IS NOT NULL AS cleared
+                 FROM findings WHERE submission_id = $1 AND code = $2 AND subject = $3",
+            )
+            .bind(submission_id)
+            .bind(code)
+            .bind(subject)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match (wanted, stored) {
+                (Some(finding), None) => {
+                    sqlx::query(
+                        "INSERT INTO findings (finding_id, submission_id, household_id, code, severity,
+                             subject, detail, data, other_photo, rule_version, raised_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    )
+                    .bind(Uuid::now_v7())
+                    .bind(finding.submission_id)
+                    .bind(&finding.household_id)
+                    .bind(finding.code)
+                    .bind(finding.severity)
+                    .bind(&finding.subject)
+                    .bind(&finding.detail)
+                    .bind(finding.data().to_string())
+                    .bind(finding.other_photo.as_deref())
+                    .bind(finding.rule_version)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    entries.push(finding.entry("finding.raised"));
+                }
+                (Some(finding), Some(old)) => {
+                    let data = finding.data().to_string();
+                    if old.cleared || old.data != data {
+                        sqlx::query(
+                            "UPDATE findings SET detail = $1, data = $2, other_photo = $3,
+                                    rule_version = $4, cleared_at = NULL,
+                                    raised_at = CASE WHEN cleared_at IS NULL THEN raised_at ELSE $5 END
+                             WHERE finding_id = $6",
+                        )
+                        .bind(&finding.detail)
+                        .bind(data)
+                        .bind(finding.other_photo.as_deref())
+                        .bind(finding.rule_version)
+                        .bind(now)
+                        .bind(old.finding_id)
+                        .execute(&mut *tx)
+                        .await?;
+                        let action = if old.cleared { "finding.raised" } else { "finding.revised" };
+                        entries.push(finding.entry(action));
+                    }
+                }
+                (None, Some(old)) if !old.cleared => {
+                    // Kept while the other photo awaits its hashes by the current scheme.
+                    let other_current: Option<bool> = sqlx::query_scalar(
+                        "SELECT hash_version IS NOT NULL AND hash_version >= $1 FROM photo_facts
+                         WHERE sha256 = $2",
+                    )
+                    .bind(HASH_VERSION)
+                    .bind(old.other_photo.as_deref())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if other_current == Some(false) {
+                        continue;
+                    }
+                    sqlx::query("UPDATE findings SET cleared_at = $1 WHERE finding_id = $2")
+                        .bind(now)
+                        .bind(old.finding_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    entries.push(Entry::presorted(
+                        "system",
+                        "finding.cleared",
+                        format!("submission:{submission_id}"),
+                        Some(&old.household_id),
+                        &Cleared {
+                            code,
+                            household_id: &old.household_id,
+                            rule_version: RULE_VERSION,
+                            subject,
+                            submission_id: *submission_id,
+                        },
+                    ));
+                }
+                (None, _) => {}
+            }
+        }
+        append_audit!(tx, dialect, &entries);
+        let recheck: Vec<&str> = judged.recheck.iter().map(String::as_str).collect();
         enqueue_jobs!(tx, Kind::CheckPhotos, &recheck);
-        let households: Vec<&str> = households.iter().map(String::as_str).collect();
+        let households: Vec<&str> = judged.households.iter().map(String::as_str).collect();
         enqueue_jobs!(tx, Kind::Reconcile, &households);
         tx.commit().await?;
         Ok::<_, AppError>(())

@@ -33,6 +33,7 @@ pub struct AppState {
     pub signer: Arc<crate::audit::signing::Signer>,
     pub jobs: crate::jobs::Wakeup,
     pub metrics: PrometheusHandle,
+    pub near: Arc<crate::evidence::index::NearIndex>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::audit::router())
         .merge(crate::auth::router())
         .merge(crate::blobs::router())
+        .merge(crate::evidence::lookup::router())
         .merge(crate::uploads::router())
         .merge(crate::campaigns::router())
         .merge(crate::submissions::router())
@@ -186,6 +188,10 @@ async fn readyz(State(state): State<AppState>) -> Result<Response, AppError> {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // How far behind the database this process's near-duplicate index may be, at most (-1 until
+    // it is loaded).
+    let lag = state.near.lag().map_or(-1.0, |lag| lag.as_secs_f64());
+    metrics::gauge!("near_index_lag_seconds").set(lag);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

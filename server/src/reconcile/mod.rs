@@ -26,6 +26,7 @@ use crate::db::BeginWrite;
 use crate::error::{AppError, Result};
 use crate::http::AppState;
 use crate::on_pool;
+use crate::push_in;
 
 /// Everything the rules read about some households, loaded in a few bulk queries.
 struct Facts {
@@ -56,18 +57,6 @@ fn thresholds(state: &AppState) -> Thresholds {
         photo_time_hours: state.config.photo_time_hours,
         far_metres: state.config.far_metres,
     }
-}
-
-/// Appends `IN (...)` over the values to a query being built.
-macro_rules! push_in {
-    ($q:ident, $values:expr) => {{
-        $q.push(" IN (");
-        let mut list = $q.separated(", ");
-        for value in $values {
-            list.push_bind(value);
-        }
-        list.push_unseparated(")");
-    }};
 }
 
 #[derive(sqlx::FromRow)]

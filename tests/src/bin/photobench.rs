@@ -121,7 +121,7 @@ fn phone_sized(dir: &std::path::Path, args: &Args) -> anyhow::Result<Vec<Vec<u8>
         .collect()
 }
 
-/// Full decode, `thumbnail()`, thumbnail encoded, perceptual hash of the thumbnail.
+/// Full decode, `thumbnail()`, thumbnail encoded, copy-detection hashes of the thumbnail.
 fn naive_path(photo: &[u8]) -> anyhow::Result<()> {
     let image = image::load_from_memory(photo)?;
     let thumbnail = image.thumbnail(analysis::THUMBNAIL_SIZE, analysis::THUMBNAIL_SIZE);
@@ -132,6 +132,6 @@ fn naive_path(photo: &[u8]) -> anyhow::Result<()> {
             &mut encoded,
             80,
         ))?;
-    std::hint::black_box(analysis::perceptual_hash(&thumbnail));
+    std::hint::black_box(huikan_server::evidence::phash::hashes(&thumbnail).ok());
     Ok(())
 }

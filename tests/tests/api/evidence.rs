@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use huikan_tests::photos::{Exif, jpeg, sha256_hex, with_exif};
+use huikan_server::evidence::phash::PhotoHashes;
+use huikan_tests::photos::{Exif, jpeg, sha256_hex, unlike_jpeg, with_exif};
 use huikan_tests::visits::visit;
 use huikan_tests::{Api, Backend, TestServer, backend_tests};
 use serde_json::{Value, json};
@@ -28,7 +29,7 @@ async fn visit_with(field: &Api, photos: &[Vec<u8>]) -> String {
     visit_to(field, "4103271010010001", photos).await
 }
 
-async fn visit_to(field: &Api, household_id: &str, photos: &[Vec<u8>]) -> String {
+pub(super) async fn visit_to(field: &Api, household_id: &str, photos: &[Vec<u8>]) -> String {
     let shas: Vec<String> = photos.iter().map(|p| sha256_hex(p)).collect();
     for (sha, photo) in shas.iter().zip(photos) {
         let stored = field.put_blob(sha, photo.clone()).await;
@@ -48,7 +49,7 @@ async fn visit_to(field: &Api, household_id: &str, photos: &[Vec<u8>]) -> String
 }
 
 /// The visit once every photo has left `pending`.
-async fn processed(reader: &Api, submission_id: &str) -> Value {
+pub(super) async fn processed(reader: &Api, submission_id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let visit: Value = reader
@@ -246,7 +247,7 @@ async fn a_process_without_workers_leaves_its_jobs_to_another(mut server: TestSe
     assert_eq!(visit["photos"][0]["state"], "processed", "{visit}");
 }
 
-fn in_seconds(server: &TestServer, seconds: i64) -> String {
+pub(super) fn in_seconds(server: &TestServer, seconds: i64) -> String {
     match server.backend {
         Backend::Embedded => {
             format!("strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now', '{seconds:+} seconds')")
@@ -319,7 +320,7 @@ async fn a_job_that_keeps_failing_is_parked(server: TestServer) {
 
 /// The visit's photo findings (reuse, near duplicates) once there are `expected` of them, or
 /// after `wait`. Reconciliation's findings on the same visit have their own tests.
-async fn findings_of(
+pub(super) async fn findings_of(
     reader: &Api,
     submission_id: &str,
     expected: usize,
@@ -397,32 +398,29 @@ fn forged_copy(photo: &[u8]) -> Vec<u8> {
     out
 }
 
-fn phash(photo: &[u8]) -> u64 {
+fn hashes(photo: &[u8]) -> PhotoHashes {
     match huikan_server::evidence::analysis::analyse(photo, "image/jpeg").outcome {
-        huikan_server::evidence::analysis::Outcome::Decoded { phash, .. } => phash,
-        other => panic!("not decoded: {other:?}"),
+        huikan_server::evidence::analysis::Outcome::Decoded {
+            hashes: Ok(hashes), ..
+        } => hashes,
+        other => panic!("not hashed: {other:?}"),
     }
+}
+
+fn distance(a: &[u8], b: &[u8]) -> u32 {
+    huikan_server::evidence::phash::distance(&hashes(a), &hashes(b))
 }
 
 async fn a_copy_of_another_households_photo_is_a_near_duplicate(server: TestServer) {
     let field = server.user("field_staff", &["410327101001"]).await;
     let original = jpeg(640, 480, 41, 92);
     let copy = forged_copy(&original);
-    // The same scene turned upside down: another photograph as far as the hash goes.
-    let unrelated = {
-        let upside_down = image::load_from_memory(&original).unwrap().rotate180();
-        let mut out = Vec::new();
-        upside_down
-            .write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
-                &mut out, 90,
-            ))
-            .unwrap();
-        out
-    };
-    let threshold = huikan_server::evidence::analysis::NEAR_DUPLICATE_BITS;
-    let distance = (phash(&original) ^ phash(&copy)).count_ones();
+    // Another photograph, as different as two houses' are.
+    let unrelated = unlike_jpeg(41);
+    let threshold = huikan_server::evidence::phash::NEAR_DUPLICATE_BITS;
+    let distance = distance(&original, &copy);
     assert!(distance <= threshold, "the copy is {distance} bits off");
-    let far = (phash(&original) ^ phash(&unrelated)).count_ones();
+    let far = self::distance(&original, &unrelated);
     assert!(
         far > threshold,
         "the unrelated photo is only {far} bits off"
@@ -434,7 +432,7 @@ async fn a_copy_of_another_households_photo_is_a_near_duplicate(server: TestServ
     let other = visit_to(&field, "4103271010010003", std::slice::from_ref(&unrelated)).await;
     // The first household photographing its own house again is no finding.
     let reshot = forged_copy(&jpeg(640, 480, 41, 85));
-    assert!((phash(&original) ^ phash(&reshot)).count_ones() <= threshold);
+    assert!(self::distance(&original, &reshot) <= threshold);
     let again = visit_to(&field, "4103271010010001", &[reshot]).await;
 
     let findings = findings_of(&field, &copied, 1, Duration::from_secs(30)).await;

@@ -6,6 +6,7 @@ mod blobs;
 mod campaigns;
 mod console;
 mod contract;
+mod copies;
 mod demo;
 mod evidence;
 mod exports;
