@@ -72,7 +72,7 @@ pub struct Config {
     #[arg(long, env = "HUIKAN_JOB_MAX_ATTEMPTS", default_value_t = 5)]
     pub job_max_attempts: i32,
 
-    /// Photos whose perceptual hashes differ in at most this many of 64 bits are near-duplicates
+    /// Photos at most this many of 64 bits apart by their copy-detection hashes are near-duplicates
     /// (`photo_near_duplicate`); the default comes from measurements on real photographs.
     #[arg(long, env = "HUIKAN_NEAR_DUPLICATE_BITS", default_value_t = crate::evidence::phash::NEAR_DUPLICATE_BITS)]
     pub near_duplicate_bits: u32,

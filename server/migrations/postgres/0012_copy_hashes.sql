@@ -12,7 +12,7 @@ ALTER TABLE photo_facts DROP COLUMN phash_band1;
 ALTER TABLE photo_facts DROP COLUMN phash_band2;
 ALTER TABLE photo_facts DROP COLUMN phash_band3;
 
-ALTER TABLE photo_facts ADD COLUMN hash_version INTEGER; -- the scheme that hashed it; null: none yet
+ALTER TABLE photo_facts ADD COLUMN hash_version BIGINT;  -- the scheme that hashed it; null: none yet
 ALTER TABLE photo_facts ADD COLUMN hashes BYTEA;         -- 6 × 8 bytes, big-endian; null: not comparable
 ALTER TABLE photo_facts ADD COLUMN hash_seq BIGINT;      -- position in the index's catch-up
 CREATE UNIQUE INDEX photo_facts_by_hash_seq ON photo_facts (hash_seq) WHERE hash_seq IS NOT NULL;

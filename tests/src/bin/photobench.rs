@@ -1,6 +1,6 @@
 //! `photobench`: photo processing on one core, the server's path against the naive one, on the
 //! same 12-megapixel JPEGs in the same run. The server's path is `process_photo`'s analysis
-//! (EXIF, DCT-scaled decode, oriented thumbnail, perceptual hash); the naive path decodes the
+//! (EXIF, DCT-scaled decode, oriented thumbnail, copy-detection hashes); the naive path decodes the
 //! whole frame with the image crate, makes the thumbnail with `thumbnail()`, encodes it and
 //! hashes it. Prints latency percentiles of both and the speed-up.
 //!

@@ -3,7 +3,7 @@
 //! Loads `--households` registered households (villages of 1,000, ten villages a township), two
 //! visits each in one campaign, with 2 or 3 photos a visit (150,000 photos for the default
 //! 30,000 households). The photos' facts (EXIF time and GPS, some implausible or far) are written
-//! straight into `photo_facts`, as the photo pipeline would have; they carry no perceptual hash,
+//! straight into `photo_facts`, as the photo pipeline would have; they carry no copy-detection hashes,
 //! so the near-duplicate lookups (measured by `neardupbench`) are not part of these figures. The
 //! visits go through `POST /v1/sync/push`; some fail a guarantee, some disagree with their
 //! household's other visit.
