@@ -18,13 +18,16 @@ fn hashes(bytes: &[u8]) -> PhotoHashes {
     }
 }
 
+/// A photograph's name and hashes, with each of its copies' transform and hashes.
+type Hashed = (String, PhotoHashes, Vec<(&'static str, PhotoHashes)>);
+
 #[test]
 fn copies_are_near_duplicates_and_different_photographs_are_not() {
     let Some(photos) = originals(1600) else {
         return;
     };
     assert!(photos.len() >= 30, "only {} photographs", photos.len());
-    let hashed: Vec<(String, PhotoHashes, Vec<(&str, PhotoHashes)>)> = photos
+    let hashed: Vec<Hashed> = photos
         .iter()
         .map(|(name, image)| {
             let copies = transformed(image)

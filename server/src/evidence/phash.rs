@@ -148,9 +148,13 @@ fn sign_hash(view: &GrayImage) -> (u64, f32) {
     }
     let mut hash = 0u64;
     let mut energy = 0f64;
-    for v in 0..LOW {
+    for (v, column_cosines) in cosines.iter().enumerate() {
         for u in 0..LOW {
-            let coefficient: f32 = (0..GRID).map(|y| rows[y][u] * cosines[v][y]).sum();
+            let coefficient: f32 = rows
+                .iter()
+                .zip(column_cosines)
+                .map(|(row, cosine)| row[u] * cosine)
+                .sum();
             if (u, v) == (0, 0) {
                 continue;
             }
