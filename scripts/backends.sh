@@ -5,7 +5,7 @@
 # Debian's if needed). Outside CI a backend that cannot be had is a warning; under CI=true it
 # fails the run.
 #
-# Exports: HUIKAN_TEST_PYTHON, HUIKAN_TEST_PHOTOS, HUIKAN_TEST_CHROMEDRIVER, HUIKAN_TEST_CHROMIUM, HUIKAN_TEST_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+# Exports: HUIKAN_TEST_PYTHON, HUIKAN_TEST_PHOTOS, HUIKAN_TEST_ODK_VALIDATE, HUIKAN_TEST_XFORM_CHECK, HUIKAN_TEST_CHROMEDRIVER, HUIKAN_TEST_CHROMIUM, HUIKAN_TEST_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 # HUIKAN_TEST_PG_URL, PROFILE, PROFILE_DIR. Set HUIKAN_TEST_S3_ENDPOINT or HUIKAN_TEST_PG_URL
 # beforehand to use servers of your own.
 
@@ -150,6 +150,41 @@ if fetch_photos; then
     export HUIKAN_TEST_PHOTOS="$PHOTOS"
 else
     missing "could not fetch the sample photographs into $PHOTOS"
+fi
+
+# --- ODK Validate (JavaRosa, the form engine of ODK Collect), from the wheel of pyxform on
+#     PyPI, which bundles it, cached outside the work tree; and our stricter checker
+#     (tests/xform/XFormCheck.java) compiled against it, for the OpenRosa form tests ---
+PYXFORM_PIN='pyxform==4.5.0'
+ODK_VALIDATE="${XDG_CACHE_HOME:-$HOME/.cache}/huikan/odk-validate-4.5.0/ODK_Validate.jar"
+fetch_odk_validate() {
+    [[ -f "$ODK_VALIDATE" ]] && return 0
+    [[ -n "${HUIKAN_TEST_PYTHON:-}" ]] || return 1
+    log "fetching ODK Validate from $PYXFORM_PIN (once, into $(dirname "$ODK_VALIDATE"))"
+    mkdir -p "$WORK/pyxform" "$(dirname "$ODK_VALIDATE")"
+    "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary :all: \
+        -d "$WORK/pyxform" "$PYXFORM_PIN" || return 1
+    "$VENV/bin/python" - "$ODK_VALIDATE" "$WORK"/pyxform/*.whl <<'PY' || return 1
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[2]) as z:
+    name = next(n for n in z.namelist() if n.endswith("/ODK_Validate.jar"))
+    with open(sys.argv[1], "wb") as f:
+        f.write(z.read(name))
+PY
+}
+if ! command -v javac >/dev/null 2>&1 && as_root && command -v apt-get >/dev/null 2>&1; then
+    log "installing a Java compiler (default-jdk-headless) for the XForm checks"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jdk-headless >/dev/null 2>&1 ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jdk-headless >/dev/null 2>&1; }; } ||
+        log "could not install a Java compiler"
+fi
+if command -v javac >/dev/null 2>&1 && fetch_odk_validate &&
+    mkdir -p "$WORK/xform-check" &&
+    javac -nowarn -cp "$ODK_VALIDATE" -d "$WORK/xform-check" tests/xform/XFormCheck.java 2>"$WORK/javac.log"; then
+    export HUIKAN_TEST_ODK_VALIDATE="$ODK_VALIDATE" HUIKAN_TEST_XFORM_CHECK="$WORK/xform-check"
+else
+    cat "$WORK/javac.log" >&2 2>/dev/null || true
+    missing "ODK Validate and the XForm checker are not available (java, javac, $PYXFORM_PIN)"
 fi
 
 # --- S3: a moto server on a free loopback port, killed on exit ---

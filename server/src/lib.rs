@@ -13,6 +13,7 @@ pub mod error;
 pub mod evidence;
 pub mod http;
 pub mod jobs;
+pub mod openrosa;
 pub mod privacy;
 pub mod reconcile;
 pub mod registry;

@@ -66,6 +66,11 @@ impl Api {
         }
     }
 
+    /// A request on this client's connections without its bearer token (for other schemes).
+    pub fn request_without_token(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         self.request(Method::GET, path).send().await.expect("GET")
     }

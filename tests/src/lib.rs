@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod county;
+pub mod openrosa;
 pub mod photos;
 pub mod registry;
 pub mod server;

@@ -77,29 +77,18 @@ async fn issue_token(
     ))
 }
 
-/// Checks a username and password and issues a bearer token (the console keeps it in a cookie).
-pub async fn login(
-    state: &AppState,
-    username: &str,
-    password: String,
-    device_id: Option<String>,
-) -> Result<TokenIssued> {
-    let login = Login {
-        username: username.to_owned(),
-        password,
-        device_id,
-    };
+/// The user these credentials name, if the password is right; 401 `unauthorized` otherwise.
+/// A missing user costs a hash verification too, so timing does not tell which names exist.
+pub async fn check_password(state: &AppState, username: &str, password: String) -> Result<Caller> {
     let found: Option<Credentials> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(
             "SELECT id, username, password_hash, role, scope FROM users WHERE username = $1",
         )
-        .bind(&login.username)
+        .bind(username)
         .fetch_optional(p)
         .await
     })?;
-    // A missing user costs a hash verification too, so timing does not tell which names exist.
     let stored_hash = found.as_ref().map(|c| c.password_hash.clone());
-    let password = login.password;
     let verified =
         tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
             .await?;
@@ -109,9 +98,25 @@ pub async fn login(
     };
     let role =
         Role::parse(&user.role).ok_or_else(|| anyhow::anyhow!("unknown role {:?}", user.role))?;
-    let villages: Vec<DivisionPrefix> =
+    let scope: Vec<DivisionPrefix> =
         serde_json::from_str(&user.scope).map_err(anyhow::Error::from)?;
+    Ok(Caller {
+        user_id: user.id,
+        username: user.username,
+        role,
+        scope,
+        token_hash: String::new(),
+    })
+}
 
+/// Checks a username and password and issues a bearer token (the console keeps it in a cookie).
+pub async fn login(
+    state: &AppState,
+    username: &str,
+    password: String,
+    device_id: Option<String>,
+) -> Result<TokenIssued> {
+    let user = check_password(state, username, password).await?;
     let token = new_token();
     let now = crate::db::now();
     let expires_at = now + Duration::hours(state.config.token_ttl_hours);
@@ -119,7 +124,7 @@ pub async fn login(
         &user.username,
         "token.issued",
         format!("user:{}", user.username),
-        serde_json::json!({"device_id": login.device_id, "expires_at": expires_at}),
+        serde_json::json!({"device_id": device_id, "expires_at": expires_at}),
     );
     let dialect = state.db.dialect();
     on_pool!(&state.db.write, |p| {
@@ -129,8 +134,8 @@ pub async fn login(
              VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(caller::token_hash(&token))
-        .bind(user.id)
-        .bind(&login.device_id)
+        .bind(user.user_id)
+        .bind(&device_id)
         .bind(now)
         .bind(expires_at)
         .execute(&mut *tx)
@@ -139,15 +144,15 @@ pub async fn login(
         tx.commit().await?;
         Ok::<_, AppError>(())
     })?;
-    tracing::info!(user = %user.username, device = ?login.device_id, "token issued");
+    tracing::info!(user = %user.username, device = ?device_id, "token issued");
     Ok(TokenIssued {
         token,
         expires_at,
         user: UserSummary {
-            id: user.id,
+            id: user.user_id,
             username: user.username,
-            role,
-            villages,
+            role: user.role,
+            villages: user.scope,
         },
     })
 }

@@ -149,6 +149,13 @@ struct CampaignList {
 }
 
 async fn list(State(state): State<AppState>, _caller: Caller) -> Result<Json<CampaignList>> {
+    Ok(Json(CampaignList {
+        items: all(&state).await?,
+    }))
+}
+
+/// Every campaign, the latest first.
+pub async fn all(state: &AppState) -> Result<Vec<Campaign>> {
     let rows: Vec<CampaignRow> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(
             "SELECT campaign_id, name, starts_at, ends_at, timezone, required_photos
@@ -157,7 +164,7 @@ async fn list(State(state): State<AppState>, _caller: Caller) -> Result<Json<Cam
         .fetch_all(p)
         .await
     })?;
-    let items = rows
+    Ok(rows
         .into_iter()
         .map(|r| {
             let required_photos = serde_json::from_str(&r.required_photos).unwrap_or_default();
@@ -170,6 +177,5 @@ async fn list(State(state): State<AppState>, _caller: Caller) -> Result<Json<Cam
                 required_photos,
             }
         })
-        .collect();
-    Ok(Json(CampaignList { items }))
+        .collect())
 }

@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::uploads::router())
         .merge(crate::campaigns::router())
         .merge(crate::submissions::router())
+        .merge(crate::openrosa::router())
         .merge(crate::registry::router())
         .merge(crate::reconcile::report::router())
         .merge(crate::review::router())

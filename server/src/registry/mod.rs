@@ -195,7 +195,7 @@ async fn sync(
 /// one seek on the (village_code, change_seq) index, so a delta pull costs what it returns
 /// whether the scope is a village or a county. The prefixes are inlined as literals: each was
 /// validated as 2 to 12 digits when it entered the system.
-fn scope_villages(scope: &[DivisionPrefix]) -> String {
+pub(crate) fn scope_villages(scope: &[DivisionPrefix]) -> String {
     let terms: Vec<String> = scope
         .iter()
         .map(|p| {

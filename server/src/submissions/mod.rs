@@ -56,7 +56,7 @@ async fn submit(
     })
 }
 
-fn record(outcome: &Outcome) {
+pub(crate) fn record(outcome: &Outcome) {
     let label = match outcome {
         Outcome::Created(_) => "created",
         Outcome::Replayed(_) => "replayed",

@@ -33,9 +33,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use huikan_tests::Api;
+use huikan_tests::openrosa::Filled;
 use huikan_tests::photos::{distinct_copy, jpeg_of_about, sha256_hex};
 use huikan_tests::visits::visit;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::multipart::{Form, Part};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 
@@ -64,7 +66,12 @@ enum Scenario {
     Submit,
     Put,
     Tus,
-    /// The four above, one after another.
+    /// Photo-less visits as ODK Collect sends them: `POST /v1/openrosa/submission` with HTTP
+    /// Basic, the instance in `multipart/form-data`.
+    Openrosa,
+    /// The same with one photo of `--photo-bytes` in the request.
+    OpenrosaPhoto,
+    /// The four JSON-API scenarios, one after another.
     All,
 }
 
@@ -75,12 +82,17 @@ impl Scenario {
             Scenario::Submit => "submit",
             Scenario::Put => "put",
             Scenario::Tus => "tus",
+            Scenario::Openrosa => "openrosa",
+            Scenario::OpenrosaPhoto => "openrosa-photo",
             Scenario::All => "all",
         }
     }
 
     fn uploads_photos(self) -> bool {
-        matches!(self, Scenario::Put | Scenario::Tus)
+        matches!(
+            self,
+            Scenario::Put | Scenario::Tus | Scenario::OpenrosaPhoto
+        )
     }
 }
 
@@ -252,11 +264,11 @@ fn report(
         });
         match scenario {
             Scenario::Push => line["batch"] = json!(args.batch),
-            Scenario::Put | Scenario::Tus => {
+            Scenario::Put | Scenario::Tus | Scenario::OpenrosaPhoto => {
                 line["photo_bytes"] = json!(photo_bytes);
                 line["mb_per_s"] = json!(mb_per_s);
             }
-            Scenario::Submit | Scenario::All => {}
+            Scenario::Submit | Scenario::Openrosa | Scenario::All => {}
         }
         if let Some(mib) = args.server_pid.and_then(peak_rss_mib) {
             line["server_peak_rss_mib"] = json!(mib);
@@ -268,8 +280,10 @@ fn report(
     let mut line = format!("scenario={} phones={}", scenario.name(), args.phones);
     match scenario {
         Scenario::Push => line += &format!(" batch={}", args.batch),
-        Scenario::Put | Scenario::Tus => line += &format!(" photo_bytes={photo_bytes}"),
-        Scenario::Submit | Scenario::All => {}
+        Scenario::Put | Scenario::Tus | Scenario::OpenrosaPhoto => {
+            line += &format!(" photo_bytes={photo_bytes}")
+        }
+        Scenario::Submit | Scenario::Openrosa | Scenario::All => {}
     }
     line += &format!(
         " duration={secs:.1}s requests={} items={} throughput={throughput:.1} {unit}",
@@ -330,6 +344,8 @@ impl Display for Answer {
 struct Phone {
     index: usize,
     api: Api,
+    /// The phone's user's password, for HTTP Basic (OpenRosa).
+    password: String,
     args: Arc<Args>,
 }
 
@@ -444,6 +460,7 @@ async fn setup_phones(args: &Arc<Args>, run_id: &str) -> Result<Vec<Phone>> {
         phones.push(Phone {
             index,
             api,
+            password: password.clone(),
             args: args.clone(),
         });
     }
@@ -606,6 +623,90 @@ async fn submit(phone: Phone, deadline: Instant) -> Stats {
                 }
                 Some(replayed) if replayed == receipt => {}
                 _ => stats.mismatch(phone.index, "submit retry", format!("{receipt:?}"), &again),
+            }
+        }
+    }
+    stats
+}
+
+/// Visits as ODK Collect submits them: an instance of the campaign's form (and, with `photos`,
+/// one photo of the house) per `POST /v1/openrosa/submission`, over HTTP Basic; 201 with an
+/// `OpenRosaResponse`, and 201 again, storing nothing twice, when sent again.
+async fn openrosa(phone: Phone, photos: Option<Arc<PhotoPool>>, deadline: Instant) -> Stats {
+    let mut stats = Stats::default();
+    let mut stream =
+        photos.map(|pool| PhotoStream::new(pool, Scenario::OpenrosaPhoto, phone.index));
+    let username = phone.api.username();
+    let mut visited: u64 = 0;
+    while Instant::now() < deadline {
+        let mut filled = Filled::new("huikan-2020-lookback-1", "1", &phone.household(visited));
+        visited += 1;
+        let photo = match &mut stream {
+            Some(stream) => {
+                let photo = stream.next().await;
+                filled.photos = vec![("housing_exterior", format!("{}.jpg", &photo.sha256[..16]))];
+                Some(photo)
+            }
+            None => None,
+        };
+        let xml = Bytes::from(filled.xml());
+        let request = || {
+            let mut form = Form::new().part(
+                "xml_submission_file",
+                Part::stream_with_length(xml.clone(), xml.len() as u64)
+                    .file_name("submission.xml")
+                    .mime_str("text/xml")
+                    .expect("a MIME type"),
+            );
+            if let (Some(photo), Some((_, name))) = (&photo, filled.photos.first()) {
+                form = form.part(
+                    name.clone(),
+                    Part::stream_with_length(photo.bytes.clone(), photo.bytes.len() as u64)
+                        .file_name(name.clone())
+                        .mime_str("image/jpeg")
+                        .expect("a MIME type"),
+                );
+            }
+            phone
+                .api
+                .request_without_token(Method::POST, "/v1/openrosa/submission")
+                .basic_auth(&username, Some(&phone.password))
+                .header("X-OpenRosa-Version", "1.0")
+                .multipart(form)
+        };
+        let accepted = |answer: &Answer| {
+            answer.status == 201 && String::from_utf8_lossy(&answer.body).contains("submit_success")
+        };
+
+        stats.requests += 1;
+        let Some(first) = phone.send(&mut stats, "openrosa", request()).await else {
+            continue;
+        };
+        stats.latencies_us.push(first.elapsed_us);
+        if !accepted(&first) {
+            stats.error(
+                phone.index,
+                "openrosa (expected 201 submit_success)",
+                &first,
+            );
+            continue;
+        }
+        stats.items += 1;
+        stats.bytes += photo.as_ref().map_or(0, |p| p.bytes.len() as u64);
+
+        if phone.loses_answer() {
+            stats.retries += 1;
+            let Some(again) = phone.send(&mut stats, "openrosa retry", request()).await else {
+                continue;
+            };
+            stats.retry_latencies_us.push(again.elapsed_us);
+            if !accepted(&again) || again.body != first.body {
+                stats.mismatch(
+                    phone.index,
+                    "openrosa retry",
+                    String::from_utf8_lossy(&first.body),
+                    &again,
+                );
             }
         }
     }
@@ -899,6 +1000,7 @@ async fn run_scenario(
             let phone = Phone {
                 index: p.index,
                 api: p.api.clone(),
+                password: p.password.clone(),
                 args: p.args.clone(),
             };
             let photos = photos.cloned();
@@ -908,6 +1010,10 @@ async fn run_scenario(
                     (Scenario::Submit, _) => submit(phone, deadline).await,
                     (Scenario::Put, Some(photos)) => put(phone, photos, deadline).await,
                     (Scenario::Tus, Some(photos)) => tus(phone, photos, deadline).await,
+                    (Scenario::Openrosa, _) => openrosa(phone, None, deadline).await,
+                    (Scenario::OpenrosaPhoto, Some(photos)) => {
+                        openrosa(phone, Some(photos), deadline).await
+                    }
                     (Scenario::All, _) => unreachable!("`all` is expanded before running"),
                     (_, None) => unreachable!("photos are made before a photo scenario"),
                 }

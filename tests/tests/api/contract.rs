@@ -139,7 +139,10 @@ async fn the_running_server_answers_every_operation_of_the_spec() {
             .replace("{submission_id}", "0190c3e2-7d3a-7b4c-9d1e-0123456789ab")
             .replace("{campaign_id}", "c1")
             .replace("{household_id}", "4103271010010001")
-            .replace("{lang}", "en");
+            .replace("{lang}", "en")
+            .replace("{form_id}", "huikan-c1")
+            .replace("{filename}", "households.csv")
+            .replace("{token}", admin.token.as_deref().unwrap());
         assert!(!path.contains('{'), "unfilled parameter in {path}");
         let response = admin
             .request(Method::from_bytes(method.as_bytes()).unwrap(), &path)
