@@ -170,13 +170,16 @@ async fn basic(state: &AppState, encoded: &str) -> Result<Caller, OpenRosaError>
     let (username, password) = text.split_once(':').ok_or_else(bad)?;
     // Keyed by the credentials' hash, so the cache holds no password.
     let key: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-    if let Some((caller, at)) = basic_cache().lock().expect("cache lock").get(&key)
+    if let Some((caller, at)) = basic_cache()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
         && at.elapsed() < BASIC_TRUSTED_FOR
     {
         return Ok(caller.clone());
     }
     let caller = crate::auth::check_password(state, username, password.to_owned()).await?;
-    let mut cache = basic_cache().lock().expect("cache lock");
+    let mut cache = basic_cache().lock().unwrap_or_else(|e| e.into_inner());
     if cache.len() >= BASIC_CACHE_MAX {
         cache.retain(|_, (_, at)| at.elapsed() < BASIC_TRUSTED_FOR);
         if cache.len() >= BASIC_CACHE_MAX {
