@@ -106,6 +106,20 @@ pub struct Config {
     #[arg(long, env = "HUIKAN_DEMO")]
     pub demo: bool,
 
+    /// Wrong passwords for one username within the login window before further attempts get
+    /// 429 `rate_limited` until the oldest leaves the window.
+    #[arg(long, env = "HUIKAN_LOGIN_FAILURES_PER_USER", default_value_t = 5)]
+    pub login_failures_per_user: usize,
+
+    /// Wrong passwords from one address within the login window (generous: a township office
+    /// or a carrier's NAT puts many people behind one address).
+    #[arg(long, env = "HUIKAN_LOGIN_FAILURES_PER_ADDRESS", default_value_t = 50)]
+    pub login_failures_per_address: usize,
+
+    /// The window over which wrong passwords are counted, in seconds.
+    #[arg(long, env = "HUIKAN_LOGIN_WINDOW_SECS", default_value_t = 900)]
+    pub login_window_secs: u64,
+
     /// How long a presigned photo URL handed out for S3 stays valid, in seconds.
     #[arg(long, env = "HUIKAN_PRESIGN_TTL_SECS", default_value_t = 300)]
     pub presign_ttl_secs: u64,

@@ -189,5 +189,16 @@ pub fn problem_response(problem: &Problem) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
+    set_retry_after(problem, &mut response);
     response
+}
+
+/// A problem that says when to try again (`retry_after`, whole seconds) says it in the
+/// `Retry-After` header too, where HTTP clients look.
+pub fn set_retry_after(problem: &Problem, response: &mut Response) {
+    if let Some(secs) = problem.extra.get("retry_after").and_then(Value::as_u64) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
 }

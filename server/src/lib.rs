@@ -105,6 +105,11 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     if let Some(spec) = &config.bootstrap_admin {
         auth::bootstrap_admin(&db, spec).await?;
     }
+    let config_throttle = auth::throttle::Policy {
+        per_user: config.login_failures_per_user.max(1),
+        per_address: config.login_failures_per_address.max(1),
+        window: std::time::Duration::from_secs(config.login_window_secs.max(1)),
+    };
     Ok(AppState {
         config: Arc::new(config),
         submissions: submissions::GroupCommit::start(db.clone()),
@@ -115,5 +120,6 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         jobs: jobs::Wakeup::default(),
         metrics: http::metrics_handle(),
         near: Arc::default(),
+        login_throttle: Arc::new(auth::LoginThrottle::new(config_throttle)),
     })
 }

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::limits::quoted;
+
 /// Lowercase hex SHA-256, the name of every stored photo.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -17,7 +19,7 @@ impl Sha256Hex {
         {
             Ok(Self(s.to_owned()))
         } else {
-            Err(format!("{s:?} is not 64 lowercase hex characters"))
+            Err(format!("{} is not 64 lowercase hex characters", quoted(s)))
         }
     }
 
@@ -57,7 +59,8 @@ impl CampaignId {
             Ok(Self(s.to_owned()))
         } else {
             Err(format!(
-                "{s:?} is not a campaign id ([a-z0-9-], 1 to 64 characters)"
+                "{} is not a campaign id ([a-z0-9-], 1 to 64 characters)",
+                quoted(s)
             ))
         }
     }
@@ -86,7 +89,8 @@ impl DivisionPrefix {
             Ok(Self(s.to_owned()))
         } else {
             Err(format!(
-                "{s:?} is not a division code prefix (2 to 12 digits)"
+                "{} is not a division code prefix (2 to 12 digits)",
+                quoted(s)
             ))
         }
     }
@@ -112,7 +116,10 @@ impl<'de> Deserialize<'de> for DivisionPrefix {
 pub fn parse_canonical_uuid(s: &str) -> Result<uuid::Uuid, String> {
     match uuid::Uuid::parse_str(s) {
         Ok(u) if u.hyphenated().to_string() == s => Ok(u),
-        _ => Err(format!("{s:?} is not a UUID in canonical lowercase form")),
+        _ => Err(format!(
+            "{} is not a UUID in canonical lowercase form",
+            quoted(s)
+        )),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod division;
 pub mod geo;
 pub mod idcard;
 pub mod ids;
+pub mod limits;
 pub mod submission;
 
 pub use content::content_sha256;

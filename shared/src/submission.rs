@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::ids::{CampaignId, Sha256Hex, parse_canonical_uuid};
+use crate::limits;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,15 +17,16 @@ pub struct Submission {
     #[serde(deserialize_with = "household_id")]
     pub household_id: String,
     pub campaign: CampaignId,
-    #[serde(deserialize_with = "non_empty")]
+    #[serde(deserialize_with = "form_version")]
     pub form_version: String,
     pub surveyed_at: DateTime<FixedOffset>,
     pub location: Location,
     pub answers: Answers,
+    #[serde(deserialize_with = "limits::list::<{ limits::PHOTOS }, _, _>")]
     pub photos: Vec<Photo>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::opt_text::<{ limits::ID }, _>")]
     pub device_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::opt_text::<{ limits::NAME }, _>")]
     pub app_version: Option<String>,
 }
 
@@ -89,21 +91,23 @@ impl PhotoKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Answers {
+    #[serde(deserialize_with = "limits::list::<{ limits::MEMBERS }, _, _>")]
     pub members: Vec<Member>,
     pub food_secure: bool,
     pub clothing_secure: bool,
     pub housing: Housing,
     pub water: Water,
     pub income: Income,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::opt_text::<{ limits::TEXT }, _>")]
     pub notes: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Member {
+    #[serde(deserialize_with = "limits::text::<{ limits::ID_NUMBER }, _>")]
     pub id_number: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::opt_text::<{ limits::NAME }, _>")]
     pub name: Option<String>,
     pub relation: Relation,
     pub present: bool,
@@ -198,6 +202,7 @@ pub enum WaterSource {
 pub struct Income {
     #[serde(deserialize_with = "non_negative")]
     pub per_capita_yuan: f64,
+    #[serde(deserialize_with = "limits::list::<{ limits::ENUM_LIST }, _, _>")]
     pub sources: Vec<IncomeSource>,
 }
 
@@ -257,6 +262,12 @@ fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     if s.trim().is_empty() {
         return Err(serde::de::Error::custom("must not be empty"));
     }
+    Ok(s)
+}
+
+fn form_version<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = non_empty(d)?;
+    limits::check(&s, limits::NAME).map_err(serde::de::Error::custom)?;
     Ok(s)
 }
 
@@ -359,6 +370,42 @@ mod tests {
         v["location"]["lat"] = json!("34.5");
         let e = Submission::from_value(&v).unwrap_err();
         assert!(e.starts_with("location.lat:"), "{e}");
+    }
+
+    /// Sets one field of a visit to a value.
+    type SetField = fn(&mut Value, &str);
+
+    #[test]
+    fn every_string_and_list_is_bounded() {
+        let long = "x".repeat(5 * 1024 * 1024);
+        let cases: [(&str, SetField); 6] = [
+            ("device_id", |v, s| v["device_id"] = json!(s)),
+            ("form_version", |v, s| v["form_version"] = json!(s)),
+            ("app_version", |v, s| v["app_version"] = json!(s)),
+            ("answers.notes", |v, s| v["answers"]["notes"] = json!(s)),
+            ("answers.members[0].name", |v, s| {
+                v["answers"]["members"][0]["name"] = json!(s)
+            }),
+            ("answers.members[0].id_number", |v, s| {
+                v["answers"]["members"][0]["id_number"] = json!(s)
+            }),
+        ];
+        for (field, set) in cases {
+            let mut v = sample();
+            set(&mut v, &long);
+            let e = Submission::from_value(&v).unwrap_err();
+            assert!(e.starts_with(&format!("{field}: at most ")), "{field}: {e}");
+            assert!(e.len() < 200, "the detail echoes the value: {}", e.len());
+        }
+        let mut v = sample();
+        let member = v["answers"]["members"][0].clone();
+        v["answers"]["members"] = json!(vec![member; limits::MEMBERS + 1]);
+        let e = Submission::from_value(&v).unwrap_err();
+        assert!(e.starts_with("answers.members: at most 50 entries"), "{e}");
+        let mut v = sample();
+        v["photos"][0]["sha256"] = json!(long);
+        let e = Submission::from_value(&v).unwrap_err();
+        assert!(e.starts_with("photos[0].sha256:") && e.len() < 200, "{e}");
     }
 
     #[test]

@@ -30,6 +30,8 @@ use zip::write::SimpleFileOptions;
 
 use super::signing::Signer;
 use super::{Chained, Entry};
+use huikan_shared::limits;
+
 use crate::append_audit;
 use crate::auth::Caller;
 use crate::db::BeginWrite;
@@ -46,6 +48,7 @@ use crate::store::{BlobStore, blob_key};
 #[serde(deny_unknown_fields)]
 pub(super) struct ExportRequest {
     prefix: Option<DivisionPrefix>,
+    #[serde(default, deserialize_with = "limits::opt_text::<{ limits::ID }, _>")]
     household_id: Option<String>,
 }
 

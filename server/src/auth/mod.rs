@@ -2,6 +2,9 @@
 //! Passwords are argon2 hashes; tokens are random and stored only as their SHA-256.
 
 mod caller;
+pub mod throttle;
+
+use std::net::IpAddr;
 
 use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
@@ -13,19 +16,21 @@ use axum::{Json, Router};
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use huikan_shared::DivisionPrefix;
+use huikan_shared::limits;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use caller::{Caller, Role, SESSION_COOKIE, session_cookie};
+pub use throttle::LoginThrottle;
 
 use crate::append_audit;
 use crate::audit::Entry;
 use crate::db::BeginWrite;
 use crate::db::Db;
-use crate::error::{AppError, Result};
-use crate::http::AppState;
+use crate::error::{AppError, Problem, Result};
 use crate::http::json::ApiJson;
+use crate::http::{AppState, PeerAddress};
 use crate::on_pool;
 
 pub fn router() -> Router<AppState> {
@@ -38,9 +43,11 @@ pub fn router() -> Router<AppState> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Login {
+    #[serde(deserialize_with = "limits::text::<{ limits::NAME }, _>")]
     username: String,
+    #[serde(deserialize_with = "limits::text::<{ limits::PASSWORD }, _>")]
     password: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::opt_text::<{ limits::ID }, _>")]
     device_id: Option<String>,
 }
 
@@ -70,16 +77,45 @@ struct Credentials {
 
 async fn issue_token(
     State(state): State<AppState>,
+    PeerAddress(address): PeerAddress,
     ApiJson(login): ApiJson<Login>,
 ) -> Result<Json<TokenIssued>> {
     Ok(Json(
-        self::login(&state, &login.username, login.password, login.device_id).await?,
+        self::login(
+            &state,
+            &login.username,
+            login.password,
+            login.device_id,
+            address,
+        )
+        .await?,
     ))
 }
 
-/// The user these credentials name, if the password is right; 401 `unauthorized` otherwise.
+/// The user these credentials name, if the password is right; 401 `unauthorized` otherwise,
+/// and 429 `rate_limited` (checking nothing) while the username or the address is throttled.
 /// A missing user costs a hash verification too, so timing does not tell which names exist.
-pub async fn check_password(state: &AppState, username: &str, password: String) -> Result<Caller> {
+pub async fn check_password(
+    state: &AppState,
+    username: &str,
+    password: String,
+    address: IpAddr,
+) -> Result<Caller> {
+    let throttle = &state.login_throttle;
+    if let Some((limited, wait)) = throttle.wait(username, Some(address)) {
+        let secs = wait.as_secs().max(1);
+        let whose = match limited {
+            throttle::Limited::User => "this username",
+            throttle::Limited::Address => "this address",
+        };
+        return Err(AppError::from(
+            Problem::new(
+                "rate_limited",
+                format!("too many wrong passwords for {whose}; try again in {secs} s"),
+            )
+            .with("retry_after", secs),
+        ));
+    }
     let found: Option<Credentials> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(
             "SELECT id, username, password_hash, role, scope FROM users WHERE username = $1",
@@ -94,8 +130,14 @@ pub async fn check_password(state: &AppState, username: &str, password: String) 
             .await?;
     let user = match found {
         Some(user) if verified => user,
-        _ => return Err(AppError::unauthorized("wrong username or password")),
+        _ => {
+            if let Some(limited) = throttle.failed(username, Some(address)) {
+                audit_throttled(state, username, address, limited).await?;
+            }
+            return Err(AppError::unauthorized("wrong username or password"));
+        }
     };
+    throttle.succeeded(username);
     let role =
         Role::parse(&user.role).ok_or_else(|| anyhow::anyhow!("unknown role {:?}", user.role))?;
     let scope: Vec<DivisionPrefix> =
@@ -109,14 +151,47 @@ pub async fn check_password(state: &AppState, username: &str, password: String) 
     })
 }
 
+/// Records that wrong passwords reached a limit: the auditor sees every lock, once.
+async fn audit_throttled(
+    state: &AppState,
+    username: &str,
+    address: IpAddr,
+    limited: throttle::Limited,
+) -> Result<()> {
+    let policy = state.login_throttle.policy();
+    let (subject, failures) = match limited {
+        throttle::Limited::User => (format!("user:{username}"), policy.per_user),
+        throttle::Limited::Address => (format!("address:{address}"), policy.per_address),
+    };
+    tracing::warn!(%subject, failures, "login throttled");
+    let entry = Entry::new(
+        username,
+        "login.throttled",
+        subject,
+        serde_json::json!({
+            "address": address.to_string(),
+            "failures": failures,
+            "window_secs": policy.window.as_secs(),
+        }),
+    );
+    let dialect = state.db.dialect();
+    on_pool!(&state.db.write, |p| {
+        let mut tx = p.begin_write().await?;
+        append_audit!(tx, dialect, std::slice::from_ref(&entry));
+        tx.commit().await?;
+        Ok::<_, AppError>(())
+    })
+}
+
 /// Checks a username and password and issues a bearer token (the console keeps it in a cookie).
 pub async fn login(
     state: &AppState,
     username: &str,
     password: String,
     device_id: Option<String>,
+    address: IpAddr,
 ) -> Result<TokenIssued> {
-    let user = check_password(state, username, password).await?;
+    let user = check_password(state, username, password, address).await?;
     let token = new_token();
     let now = crate::db::now();
     let expires_at = now + Duration::hours(state.config.token_ttl_hours);
@@ -185,7 +260,7 @@ pub async fn revoke_own(state: &AppState, caller: &Caller) -> Result<()> {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Revoke {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::opt_text::<{ limits::NAME }, _>")]
     username: Option<String>,
 }
 
@@ -244,9 +319,12 @@ async fn revoke(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
+    #[serde(deserialize_with = "limits::text::<{ limits::NAME }, _>")]
     username: String,
+    #[serde(deserialize_with = "limits::text::<{ limits::PASSWORD }, _>")]
     password: String,
     role: Role,
+    #[serde(deserialize_with = "limits::list::<{ limits::SCOPE }, _, _>")]
     scope: Vec<DivisionPrefix>,
 }
 

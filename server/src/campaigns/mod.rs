@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::routing::put;
 use axum::{Json, Router};
 use chrono::{DateTime, FixedOffset, Utc};
+use huikan_shared::limits;
 use huikan_shared::{CampaignId, PhotoKind};
 use serde::{Deserialize, Serialize};
 
@@ -29,10 +30,13 @@ pub fn router() -> Router<AppState> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignBody {
+    #[serde(deserialize_with = "limits::text::<{ limits::NAME }, _>")]
     name: String,
     starts_at: DateTime<FixedOffset>,
     ends_at: DateTime<FixedOffset>,
+    #[serde(deserialize_with = "limits::text::<{ limits::NAME }, _>")]
     timezone: String,
+    #[serde(deserialize_with = "limits::list::<{ limits::ENUM_LIST }, _, _>")]
     required_photos: Vec<PhotoKind>,
 }
 

@@ -12,12 +12,13 @@
 
 mod pages;
 
+use axum::Router;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use huikan_shared::limits;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -25,7 +26,8 @@ use sha2::{Digest, Sha256};
 use crate::auth::Caller;
 use crate::auth::{SESSION_COOKIE, session_cookie};
 use crate::error::AppError;
-use crate::http::AppState;
+use crate::http::json::ApiForm;
+use crate::http::{AppState, PeerAddress};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -227,11 +229,11 @@ pub fn error_page(session: &Session, error: AppError) -> Response {
 
 #[derive(Deserialize, Default)]
 struct LoginForm {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::text::<{ limits::NAME }, _>")]
     username: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::text::<{ limits::PASSWORD }, _>")]
     password: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::text::<{ limits::ID }, _>")]
     csrf: String,
 }
 
@@ -246,8 +248,8 @@ fn login_form(status: StatusCode, lang: Lang, problem: Option<&str>) -> Response
             @if let Some(problem) = problem { p class="problem" { (problem) } }
             form method="post" action="/console/login" {
                 input type="hidden" name="csrf" value=(token);
-                p { label { (lang.t("用户名", "Username")) " " input name="username" id="username" autocomplete="username" required; } }
-                p { label { (lang.t("密码", "Password")) " " input name="password" id="password" type="password" autocomplete="current-password" required; } }
+                p { label { (lang.t("用户名", "Username")) " " input name="username" id="username" autocomplete="username" maxlength=(limits::NAME) required; } }
+                p { label { (lang.t("密码", "Password")) " " input name="password" id="password" type="password" autocomplete="current-password" maxlength=(limits::PASSWORD) required; } }
                 p { button type="submit" id="login" { (lang.t("登录", "Log in")) } }
             }
         },
@@ -267,8 +269,9 @@ async fn login_page(headers: HeaderMap) -> Response {
 
 async fn login(
     State(state): State<AppState>,
+    PeerAddress(address): PeerAddress,
     headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    ApiForm(form): ApiForm<LoginForm>,
 ) -> Response {
     let lang = Lang::of(&headers);
     if form.csrf.is_empty() || cookie(&headers, LOGIN_COOKIE) != Some(form.csrf.as_str()) {
@@ -286,6 +289,7 @@ async fn login(
         &form.username,
         form.password,
         Some("console".to_owned()),
+        address,
     )
     .await
     {
@@ -313,6 +317,18 @@ async fn login(
             }
             response
         }
+        Err(AppError::Problem(p)) if p.code == "rate_limited" => {
+            let mut response = login_form(
+                StatusCode::TOO_MANY_REQUESTS,
+                lang,
+                Some(lang.t(
+                    "密码错误次数过多，请稍后再试",
+                    "Too many wrong passwords; please try again later",
+                )),
+            );
+            crate::error::set_retry_after(&p, &mut response);
+            response
+        }
         Err(_) => login_form(
             StatusCode::UNAUTHORIZED,
             lang,
@@ -323,14 +339,14 @@ async fn login(
 
 #[derive(Deserialize)]
 struct CsrfForm {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::text::<{ limits::ID }, _>")]
     csrf: String,
 }
 
 async fn logout(
     State(state): State<AppState>,
     session: Session,
-    Form(form): Form<CsrfForm>,
+    ApiForm(form): ApiForm<CsrfForm>,
 ) -> Response {
     if let Err(e) = session.check(&form.csrf) {
         return error_page(&session, e);

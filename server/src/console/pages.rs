@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use axum::Form;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, FixedOffset};
@@ -12,7 +11,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Lang, Session, error_page, layout};
+use huikan_shared::limits;
+
 use crate::http::AppState;
+use crate::http::json::ApiForm;
 use crate::http::page::{ApiQuery, PageQuery};
 use crate::privacy::UnmaskQuery;
 use crate::reconcile::report::{CoverageQuery, coverage_report, csv_response};
@@ -121,7 +123,7 @@ pub async fn queue(
     };
     let body = html! {
         form method="get" action="/console/queue" id="filters" {
-            label { (lang.t("区划代码前缀", "Division prefix")) " " input name="prefix" value=(query.prefix.clone().unwrap_or_default()) size="12"; }
+            label { (lang.t("区划代码前缀", "Division prefix")) " " input name="prefix" value=(query.prefix.clone().unwrap_or_default()) size="12" maxlength="12"; }
             label { (lang.t("问题", "Finding")) " "
                 select name="finding" id="finding" {
                     option value="" { (lang.t("全部", "any")) }
@@ -369,7 +371,7 @@ pub async fn visit(
                     label { input type="radio" name="decision" value="reject"; " " (lang.t("驳回", "Reject")) }
                     label { input type="radio" name="decision" value="resurvey" id="resurvey"; " " (lang.t("要求重新走访", "Request a resurvey")) }
                 }
-                p { label { (lang.t("理由（驳回或重新走访时必填）", "Reason (required to reject or resurvey)")) br; textarea name="reason" id="reason" {} } }
+                p { label { (lang.t("理由（驳回或重新走访时必填）", "Reason (required to reject or resurvey)")) br; textarea name="reason" id="reason" maxlength=(limits::TEXT) {} } }
                 button type="submit" id="decide" { (lang.t("提交决定", "Decide")) }
             }
         }
@@ -382,7 +384,7 @@ pub async fn visit(
         }
         form method="post" action=(action("comments")) {
             input type="hidden" name="csrf" value=(session.csrf);
-            textarea name="text" {}
+            textarea name="text" maxlength=(limits::TEXT) {}
             br;
             button type="submit" { (lang.t("添加备注", "Add a comment")) }
         }
@@ -392,7 +394,7 @@ pub async fn visit(
 
 #[derive(Deserialize)]
 pub struct CsrfOnly {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::text::<{ limits::ID }, _>")]
     csrf: String,
 }
 
@@ -405,7 +407,7 @@ pub async fn claim(
     State(state): State<AppState>,
     session: Session,
     Path(submission_id): Path<String>,
-    Form(form): Form<CsrfOnly>,
+    ApiForm(form): ApiForm<CsrfOnly>,
 ) -> Response {
     let result = async {
         session.check(&form.csrf)?;
@@ -420,13 +422,13 @@ pub async fn claim(
 
 #[derive(Deserialize)]
 pub struct DecisionForm {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::text::<{ limits::ID }, _>")]
     csrf: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::text::<{ limits::NAME }, _>")]
     decision: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::text::<{ limits::TEXT }, _>")]
     reason: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::text::<{ limits::NAME }, _>")]
     expected_state: String,
 }
 
@@ -435,7 +437,7 @@ pub async fn decide(
     State(state): State<AppState>,
     session: Session,
     Path(submission_id): Path<String>,
-    Form(form): Form<DecisionForm>,
+    ApiForm(form): ApiForm<DecisionForm>,
 ) -> Response {
     let result = async {
         session.check(&form.csrf)?;
@@ -455,9 +457,9 @@ pub async fn decide(
 
 #[derive(Deserialize)]
 pub struct CommentForm {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::text::<{ limits::ID }, _>")]
     csrf: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::text::<{ limits::TEXT }, _>")]
     text: String,
 }
 
@@ -466,7 +468,7 @@ pub async fn comment(
     State(state): State<AppState>,
     session: Session,
     Path(submission_id): Path<String>,
-    Form(form): Form<CommentForm>,
+    ApiForm(form): ApiForm<CommentForm>,
 ) -> Response {
     let result = async {
         session.check(&form.csrf)?;
@@ -530,7 +532,7 @@ pub async fn coverage(
                     option value="village" selected[report.level == "village"] { (lang.t("行政村", "village")) }
                 }
             }
-            label { (lang.t("区划代码前缀", "Division prefix")) " " input name="prefix" value=(query.prefix.clone().unwrap_or_default()) size="12"; }
+            label { (lang.t("区划代码前缀", "Division prefix")) " " input name="prefix" value=(query.prefix.clone().unwrap_or_default()) size="12" maxlength="12"; }
             input type="hidden" name="campaign" value=(report.campaign);
             button type="submit" { (lang.t("查看", "Show")) }
             " " a href=(csv) { (lang.t("下载 CSV（Excel）", "Download CSV (Excel)")) }

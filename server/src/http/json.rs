@@ -1,6 +1,6 @@
-//! A JSON body extractor whose every rejection is our problem+json: malformed JSON, a wrong
-//! type, an unknown field and an oversized body each get a stable code and a detail naming the
-//! field.
+//! Body extractors whose every rejection is our problem+json: malformed JSON or form data, a
+//! wrong type, an unknown field, a value over its bound and an oversized body each get a stable
+//! code and a detail naming the field.
 
 use axum::extract::{FromRequest, Request};
 use bytes::Bytes;
@@ -17,6 +17,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
         let bytes = body_bytes(req, state).await?;
         parse_typed(&bytes).map(ApiJson)
+    }
+}
+
+/// An `application/x-www-form-urlencoded` body (the console's forms), rejected like JSON.
+pub struct ApiForm<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiForm<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let bytes = body_bytes(req, state).await?;
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(&bytes));
+        serde_path_to_error::deserialize(de)
+            .map(ApiForm)
+            .map_err(|e| AppError::invalid_body(describe(&e)))
     }
 }
 
@@ -62,7 +77,7 @@ pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
     serde_path_to_error::deserialize(value).map_err(|e| describe(&e))
 }
 
-fn describe<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String {
+pub(crate) fn describe<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String {
     let path = e.path().to_string();
     if path == "." {
         e.inner().to_string()

@@ -34,6 +34,7 @@ pub struct AppState {
     pub jobs: crate::jobs::Wakeup,
     pub metrics: PrometheusHandle,
     pub near: Arc<crate::evidence::index::NearIndex>,
+    pub login_throttle: Arc<crate::auth::LoginThrottle>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -81,13 +82,14 @@ pub async fn serve_connections(
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
 
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().max_buf_size(64 * 1024);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 // Out of file descriptors and the like: wait a moment rather than spin.
@@ -100,7 +102,12 @@ pub async fn serve_connections(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(PeerAddress(peer.ip()));
+                request
+            },
+        ));
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {
@@ -112,6 +119,27 @@ pub async fn serve_connections(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The address a request's connection comes from (throttling counts failures per address).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddress(pub std::net::IpAddr);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        // Every connection is served by `serve_connections`, which sets it; a request built
+        // without one (in-process) counts as from the unspecified address.
+        Ok(parts
+            .extensions
+            .get::<PeerAddress>()
+            .copied()
+            .unwrap_or(PeerAddress(std::net::Ipv4Addr::UNSPECIFIED.into())))
+    }
 }
 
 /// The process-wide Prometheus recorder (a process has one global recorder).

@@ -3,6 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use huikan_shared::limits;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AppError;
@@ -126,7 +127,8 @@ impl<T> Paged<T> {
 }
 
 /// A query-string extractor whose rejection is our problem+json (400 `invalid_query`), not
-/// axum's plain text: a repeated or malformed parameter gets a clear error like any other.
+/// axum's plain text: a repeated or malformed parameter, or one longer than
+/// [`limits::QUERY_VALUE`] characters, gets a clear error naming it.
 pub struct ApiQuery<T>(pub T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
@@ -138,10 +140,20 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, AppError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(value)| ApiQuery(value))
-            .map_err(|rejection| AppError::invalid_query(rejection.body_text()))
+        let _ = state;
+        let query = parts.uri.query().unwrap_or_default();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            if let Err(e) = limits::check(&value, limits::QUERY_VALUE) {
+                return Err(AppError::invalid_query(format!(
+                    "{}: {e}",
+                    limits::quoted(&name)
+                )));
+            }
+        }
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| AppError::invalid_query(super::json::describe(&e)))
     }
 }
 

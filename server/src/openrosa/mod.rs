@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{Caller, Role};
 use crate::error::AppError;
-use crate::http::AppState;
+use crate::http::{AppState, PeerAddress};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -96,6 +96,7 @@ impl FromRequestParts<AppState> for OpenRosaCaller {
                 base: format!("{origin}/v1/openrosa/key/{token}"),
             });
         }
+        let Ok(PeerAddress(address)) = PeerAddress::from_request_parts(parts, state).await;
         let authorization = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -103,7 +104,7 @@ impl FromRequestParts<AppState> for OpenRosaCaller {
             .map(str::trim);
         let caller = match authorization {
             Some(value) if value.len() > 6 && value[..6].eq_ignore_ascii_case("basic ") => {
-                basic(state, &value[6..]).await?
+                basic(state, &value[6..], address).await?
             }
             Some(value) if value.len() > 7 && value[..7].eq_ignore_ascii_case("bearer ") => {
                 Caller::from_token(state, value[7..].trim()).await?
@@ -157,7 +158,11 @@ fn basic_cache() -> &'static BasicCache {
     CACHE.get_or_init(Default::default)
 }
 
-async fn basic(state: &AppState, encoded: &str) -> Result<Caller, OpenRosaError> {
+async fn basic(
+    state: &AppState,
+    encoded: &str,
+    address: std::net::IpAddr,
+) -> Result<Caller, OpenRosaError> {
     let bad = || {
         OpenRosaError(AppError::unauthorized(
             "the Authorization header is not Basic base64(username:password)",
@@ -178,7 +183,7 @@ async fn basic(state: &AppState, encoded: &str) -> Result<Caller, OpenRosaError>
     {
         return Ok(caller.clone());
     }
-    let caller = crate::auth::check_password(state, username, password.to_owned()).await?;
+    let caller = crate::auth::check_password(state, username, password.to_owned(), address).await?;
     let mut cache = basic_cache().lock().unwrap_or_else(|e| e.into_inner());
     if cache.len() >= BASIC_CACHE_MAX {
         cache.retain(|_, (_, at)| at.elapsed() < BASIC_TRUSTED_FOR);
@@ -248,6 +253,8 @@ impl IntoResponse for OpenRosaError {
         if let Ok(code) = HeaderValue::from_str(problem.code) {
             headers.insert("x-huikan-problem", code);
         }
+        crate::error::set_retry_after(&problem, &mut response);
+        let headers = response.headers_mut();
         if problem.status == 401 {
             headers.insert(
                 header::WWW_AUTHENTICATE,

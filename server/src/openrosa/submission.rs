@@ -123,7 +123,7 @@ pub async fn submit(
     let app_version = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(200).collect::<String>());
+        .map(|v| v.chars().take(limits::NAME).collect::<String>());
     let (visit, missing) = instance.visit_json(&media, app_version)?;
     let item =
         Incoming::prepare(&visit, client.caller.user_id, &client.caller.username).map_err(|p| {
@@ -249,8 +249,17 @@ async fn read_parts(
                 seen_instance = true;
             }
             "*isIncomplete*" => {
-                let text = field.text().await.map_err(multipart_error)?;
-                received.incomplete = text.trim().eq_ignore_ascii_case("yes");
+                // "yes" or absent; read only that much, so a huge part is refused unread.
+                let mut flag = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    flag.extend_from_slice(&chunk);
+                    if flag.len() > 16 {
+                        return Err(OpenRosaError(AppError::invalid_body(
+                            "*isIncomplete*: \"yes\" or absent",
+                        )));
+                    }
+                }
+                received.incomplete = flag.trim_ascii().eq_ignore_ascii_case(b"yes");
             }
             _ => {
                 let filename = field
@@ -263,7 +272,8 @@ async fn read_parts(
                     || filename.chars().any(char::is_control)
                 {
                     return Err(OpenRosaError(AppError::invalid_body(format!(
-                        "part {name:?}: a photo's file name is 1 to 255 characters without / or \\"
+                        "part {}: a photo's file name is 1 to 255 characters without / or \\",
+                        limits::quoted(&name)
                     ))));
                 }
                 let limit = state.config.max_photo_bytes;
@@ -353,7 +363,8 @@ impl Instance {
             let campaign = form::campaign_of(&form_id)
                 .ok_or_else(|| {
                     bad_instance(format!(
-                        "form {form_id} is not one of this server's forms; download the form from it again"
+                        "form {} is not one of this server's forms; download the form from it again",
+                        limits::quoted(&form_id)
                     ))
                 })?
                 .to_owned();
@@ -363,12 +374,15 @@ impl Instance {
                 .and_then(|m| text(m, "instanceID"))
                 .ok_or_else(|| bad_instance("the instance has no meta/instanceID"))?
                 .to_owned();
-            if instance_id.len() > 255 {
-                return Err(bad_instance("meta/instanceID: at most 255 characters"));
-            }
+            limits::check(&instance_id, limits::ID)
+                .map_err(|e| bad_instance(format!("meta/instanceID: {e}")))?;
             let deprecated_id = meta
                 .and_then(|m| text(m, "deprecatedID"))
                 .map(str::to_owned);
+            if let Some(id) = &deprecated_id {
+                limits::check(id, limits::ID)
+                    .map_err(|e| bad_instance(format!("meta/deprecatedID: {e}")))?;
+            }
             (form_id, campaign, version, instance_id, deprecated_id)
         };
         Ok(Instance {
@@ -590,7 +604,8 @@ fn geopoint(point: &str) -> Result<Value, OpenRosaError> {
         .collect::<Result<_, _>>()
         .map_err(|_| {
             bad_instance(format!(
-                "location: {point:?} is not \"lat lon altitude accuracy\""
+                "location: {} is not \"lat lon altitude accuracy\"",
+                limits::quoted(point)
             ))
         })?;
     match parts.as_slice() {
@@ -598,7 +613,9 @@ fn geopoint(point: &str) -> Result<Value, OpenRosaError> {
             Ok(json!({"lat": lat, "lon": lon, "accuracy_m": accuracy}))
         }
         _ => Err(bad_instance(format!(
-            "location: {point:?} is not \"lat lon altitude accuracy\" (an accuracy is needed)"
+            "location: {} is not \"lat lon altitude accuracy\" (an accuracy is needed)",
+            limits::quoted(point)
         ))),
     }
 }
+use huikan_shared::limits;

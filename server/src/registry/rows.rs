@@ -3,6 +3,7 @@
 
 use huikan_shared::division::is_village_code;
 use huikan_shared::idcard;
+use huikan_shared::limits;
 use serde::Serialize;
 
 /// The columns we read, with their Chinese header and English alias.
@@ -32,6 +33,10 @@ pub enum Column {
     HousingGrade,
     WaterSource,
 }
+
+/// The longest cell a registry row may hold, in characters: names, places and codes are all far
+/// shorter; a longer cell is a broken or hostile file, and its row is skipped naming the column.
+pub const REGISTRY_CELL: usize = 128;
 
 pub const COLUMNS: [(Column, &str, &str, bool); 23] = [
     (Column::HouseholdId, "户编号", "household_id", true),
@@ -269,6 +274,16 @@ fn english(column: Column) -> &'static str {
 
 /// Checks a row; a bad row yields the reason it was skipped.
 pub fn parse_row(raw: &RawRow) -> Result<MemberRow, String> {
+    // Checked first, so that no message below quotes an over-long cell.
+    for (column, value) in &raw.cells {
+        if let Err(e) = limits::check(value.trim(), REGISTRY_CELL) {
+            return Err(format!(
+                "{}过长 ({}: {e})",
+                RawRow::header(*column),
+                english(*column)
+            ));
+        }
+    }
     let household_id = raw.required(Column::HouseholdId)?;
     if household_id.len() > 64 || household_id.chars().any(char::is_whitespace) {
         return Err(format!(
@@ -390,6 +405,16 @@ mod tests {
             (Column::Lat, "34.51"),
             (Column::Lon, "112.17"),
         ]
+    }
+
+    #[test]
+    fn an_over_long_cell_skips_the_row_naming_its_column() {
+        let long: &'static str = Box::leak("名".repeat(100_000).into_boxed_str());
+        let mut cells = good();
+        cells[4] = (Column::HeadName, long);
+        let e = parse_row(&row(&cells)).unwrap_err();
+        assert!(e.starts_with("户主姓名过长 (head_name: at most 128"), "{e}");
+        assert!(e.len() < 200);
     }
 
     #[test]

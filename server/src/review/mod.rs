@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use huikan_shared::limits;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -437,9 +438,11 @@ async fn claim_route(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
+    #[serde(deserialize_with = "limits::text::<{ limits::NAME }, _>")]
     pub decision: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::opt_text::<{ limits::TEXT }, _>")]
     pub reason: Option<String>,
+    #[serde(deserialize_with = "limits::text::<{ limits::NAME }, _>")]
     pub expected_state: String,
 }
 
@@ -584,6 +587,7 @@ async fn decision_route(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommentBody {
+    #[serde(deserialize_with = "limits::text::<{ limits::TEXT }, _>")]
     pub text: String,
 }
 

@@ -11,6 +11,7 @@ mod demo;
 mod evidence;
 mod exports;
 mod ground_truth;
+mod limits;
 mod openrosa;
 mod reconcile;
 mod registry;
