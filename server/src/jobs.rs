@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
-use crate::db::Dialect;
+use crate::db::{BeginWrite, Dialect};
 use crate::http::AppState;
 use crate::on_pool;
 
@@ -61,15 +61,64 @@ impl Kind {
 async fn run(state: &AppState, kind: Kind, subject: &str) -> anyhow::Result<()> {
     match kind {
         Kind::ProcessPhoto => crate::evidence::process_photo(state, subject).await,
-        Kind::CheckPhotos | Kind::Reconcile => run_batch(state, kind, &[subject]).await,
+        Kind::CheckPhotos | Kind::Reconcile => {
+            run_batch(state, kind, &[subject], None).await.map(drop)
+        }
     }
 }
 
-/// Runs a batch of jobs of a kind that batches, all or nothing.
-async fn run_batch(state: &AppState, kind: Kind, subjects: &[&str]) -> anyhow::Result<()> {
+/// The jobs a batch holds, for a handler to remove in the same transaction that records their
+/// effect ([`remove_claimed!`]): a batch then costs one transaction to claim and one to finish,
+/// not four.
+pub struct Claim {
+    worker: String,
+    ids: Vec<i64>,
+}
+
+/// Removes the jobs of `$claim` (an `Option<&Claim>`) inside the open transaction `$tx`, those
+/// still leased to the claiming worker: one enqueued again meanwhile was released, and stays to
+/// run once more.
+#[macro_export]
+macro_rules! remove_claimed {
+    ($tx:ident, $claim:expr) => {{
+        let claim: Option<&$crate::jobs::Claim> = $claim;
+        if let Some(claim) = claim {
+            claim.removal().build().execute(&mut *$tx).await?;
+        }
+    }};
+}
+
+impl Claim {
+    #[doc(hidden)]
+    pub fn removal<DB: sqlx::Database>(&self) -> sqlx::QueryBuilder<'_, DB>
+    where
+        String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        let mut q = sqlx::QueryBuilder::new("DELETE FROM jobs WHERE leased_by = ");
+        q.push_bind(self.worker.clone()).push(" AND id IN (");
+        let mut list = q.separated(", ");
+        for id in &self.ids {
+            list.push_bind(*id);
+        }
+        list.push_unseparated(")");
+        q
+    }
+}
+
+/// Runs a batch of jobs of a kind that batches, all or nothing. True when the handler removed
+/// the claimed jobs itself, in its own transaction.
+async fn run_batch(
+    state: &AppState,
+    kind: Kind,
+    subjects: &[&str],
+    claim: Option<&Claim>,
+) -> anyhow::Result<bool> {
     match kind {
-        Kind::CheckPhotos => crate::evidence::reuse::check_photos(state, subjects).await,
-        Kind::Reconcile => crate::reconcile::reconcile_households(state, subjects).await,
+        Kind::CheckPhotos => crate::evidence::reuse::check_photos(state, subjects)
+            .await
+            .map(|()| false),
+        Kind::Reconcile => crate::reconcile::reconcile_households(state, subjects, claim).await,
         Kind::ProcessPhoto => {
             anyhow::bail!("jobs of kind {} do not run in batches", kind.as_str())
         }
@@ -193,68 +242,55 @@ async fn work(state: AppState, settings: Settings, name: String) {
         // Registered before looking, so a wakeup between the look and the wait is not lost.
         let woken = state.jobs.0.notified();
         match claim(&state, &settings, &name).await {
-            Ok(Some(job)) => {
-                let batch = Kind::parse(&job.kind).map_or(1, Kind::batch);
-                if batch > 1 {
-                    match claim_more(&state, &settings, &name, &job.kind, batch - 1).await {
-                        Ok(mut more) => {
-                            more.insert(0, job);
-                            handle_batch(&state, &settings, &name, more).await;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = ?e, "claiming a batch of jobs");
-                            handle(&state, &settings, &name, job).await;
-                        }
-                    }
-                } else {
+            Ok(mut jobs) if !jobs.is_empty() => {
+                let batches = Kind::parse(&jobs[0].kind).is_some_and(|k| k.batch() > 1);
+                if batches {
+                    handle_batch(&state, &settings, &name, jobs).await;
+                } else if let Some(job) = jobs.pop() {
                     handle(&state, &settings, &name, job).await;
                 }
                 continue;
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = ?e, "claiming a job"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = ?e, "claiming jobs"),
         }
         let _ = tokio::time::timeout(POLL, woken).await;
     }
 }
 
-async fn claim(
-    state: &AppState,
-    settings: &Settings,
-    name: &str,
-) -> anyhow::Result<Option<Claimed>> {
+/// Claims the oldest ready job and, for a kind that batches, more of its kind, in one
+/// transaction.
+async fn claim(state: &AppState, settings: &Settings, name: &str) -> anyhow::Result<Vec<Claimed>> {
     let now = crate::db::now();
     let lease_end = now + chrono::Duration::from_std(settings.lease)?;
-    let sql = claim_sql(state.db.dialect());
+    let dialect = state.db.dialect();
     Ok(on_pool!(&state.db.write, |p| {
-        sqlx::query_as(sql)
+        let mut tx = p.begin_write().await?;
+        let first: Option<Claimed> = sqlx::query_as(claim_sql(dialect))
             .bind(lease_end)
             .bind(name)
             .bind(now)
-            .fetch_optional(p)
-            .await
-    })?)
-}
-
-async fn claim_more(
-    state: &AppState,
-    settings: &Settings,
-    name: &str,
-    kind: &str,
-    limit: i64,
-) -> anyhow::Result<Vec<Claimed>> {
-    let now = crate::db::now();
-    let lease_end = now + chrono::Duration::from_std(settings.lease)?;
-    let sql = claim_more_sql(state.db.dialect());
-    Ok(on_pool!(&state.db.write, |p| {
-        sqlx::query_as(sql)
-            .bind(lease_end)
-            .bind(name)
-            .bind(now)
-            .bind(limit)
-            .bind(kind)
-            .fetch_all(p)
-            .await
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut claimed = Vec::new();
+        if let Some(first) = first {
+            let batch = Kind::parse(&first.kind).map_or(1, Kind::batch);
+            let kind = first.kind.clone();
+            claimed.push(first);
+            if batch > 1 {
+                let more: Vec<Claimed> = sqlx::query_as(claim_more_sql(dialect))
+                    .bind(lease_end)
+                    .bind(name)
+                    .bind(now)
+                    .bind(batch - 1)
+                    .bind(kind)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                claimed.extend(more);
+            }
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(claimed)
     })?)
 }
 
@@ -273,29 +309,27 @@ async fn handle_batch(state: &AppState, settings: &Settings, name: &str, jobs: V
     let labels = [("kind", kind.as_str())];
     let started = Instant::now();
     let subjects: Vec<&str> = fresh.iter().map(|job| job.subject.as_str()).collect();
+    let claim = Claim {
+        worker: name.to_owned(),
+        ids: fresh.iter().map(|job| job.id).collect(),
+    };
     let span = tracing::info_span!("jobs", kind = kind.as_str(), count = subjects.len());
     let result = tokio::time::timeout(
         settings.lease,
-        tracing::Instrument::instrument(run_batch(state, kind, &subjects), span),
+        tracing::Instrument::instrument(run_batch(state, kind, &subjects, Some(&claim)), span),
     )
     .await;
     metrics::histogram!("job_batch_duration_seconds", &labels).record(started.elapsed());
     match result {
-        Ok(Ok(())) => {
+        Ok(Ok(removed)) => {
             metrics::counter!("jobs_done_total", &labels).increment(fresh.len() as u64);
-            let ids: Vec<i64> = fresh.iter().map(|job| job.id).collect();
-            let removed = on_pool!(&state.db.write, |p| {
-                let mut q = sqlx::QueryBuilder::new("DELETE FROM jobs WHERE leased_by = ");
-                q.push_bind(name).push(" AND id IN (");
-                let mut list = q.separated(", ");
-                for id in &ids {
-                    list.push_bind(*id);
+            if !removed {
+                let removal = on_pool!(&state.db.write, |p| {
+                    claim.removal().build().execute(p).await.map(drop)
+                });
+                if let Err(e) = removal {
+                    tracing::warn!(error = ?e, "recording a batch of jobs as done");
                 }
-                list.push_unseparated(")");
-                q.build().execute(p).await.map(drop)
-            });
-            if let Err(e) = removed {
-                tracing::warn!(error = ?e, "recording a batch of jobs as done");
             }
         }
         failed => {
@@ -411,7 +445,8 @@ type QueueRow = (String, String, i64, Option<DateTime<Utc>>);
 /// Queue depth, parked jobs and lag (how long the oldest ready job has waited), per kind, for
 /// `/metrics`.
 async fn gauges(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // Every second: the lag is a figure people watch (findings behind ingest), not only a trend.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let rows: Result<Vec<QueueRow>, sqlx::Error> = on_pool!(&state.db.read, |p| {

@@ -27,6 +27,7 @@ use crate::error::{AppError, Result};
 use crate::http::AppState;
 use crate::on_pool;
 use crate::push_in;
+use crate::remove_claimed;
 
 /// Everything the rules read about some households, loaded in a few bulk queries.
 struct Facts {
@@ -331,8 +332,15 @@ fn is_more_current(visit: &Visit, than: &Visit) -> bool {
 }
 
 /// The `reconcile` job for a batch of households.
-pub async fn reconcile_households(state: &AppState, households: &[&str]) -> anyhow::Result<()> {
-    reconcile(state, households)
+/// Reconciles the households of a batch of jobs. With the batch's `claim`, its jobs are removed in
+/// the same transaction as the findings it writes; true when that happened (nothing changed
+/// means no transaction, and the worker removes them).
+pub async fn reconcile_households(
+    state: &AppState,
+    households: &[&str],
+    claim: Option<&crate::jobs::Claim>,
+) -> anyhow::Result<bool> {
+    reconcile(state, households, claim)
         .await
         .map_err(|e| anyhow::anyhow!("{e:?}"))
 }
@@ -385,7 +393,11 @@ fn data_text(finding: &Finding) -> String {
         .map_or_else(|| "{}".to_owned(), |d| d.to_string())
 }
 
-async fn reconcile(state: &AppState, households: &[&str]) -> Result<()> {
+async fn reconcile(
+    state: &AppState,
+    households: &[&str],
+    claim: Option<&crate::jobs::Claim>,
+) -> Result<bool> {
     let facts = load(state, households).await?;
     let thresholds = thresholds(state);
     let stored: Vec<StoredFinding> = on_pool!(&state.db.read, |p| {
@@ -409,7 +421,7 @@ async fn reconcile(state: &AppState, households: &[&str]) -> Result<()> {
     // What should be: every reconciliation finding of every visit, and the current visits.
     // Evaluated off the async workers, as CPU work.
     let (wanted, current) = tokio::task::block_in_place(|| evaluate_all(&facts, &thresholds));
-    reconcile_stored(state, wanted, current, stored, stored_current).await
+    reconcile_stored(state, wanted, current, stored, stored_current, claim).await
 }
 
 /// Every finding of every visit loaded, and each household's current visits.
@@ -458,7 +470,8 @@ async fn reconcile_stored(
     current: Vec<CurrentRow>,
     stored: Vec<StoredFinding>,
     stored_current: Vec<CurrentRow>,
-) -> Result<()> {
+    claim: Option<&crate::jobs::Claim>,
+) -> Result<bool> {
     // What is, against it.
     let owned: Vec<&StoredFinding> = stored
         .iter()
@@ -519,7 +532,7 @@ async fn reconcile_stored(
         && current_changed.is_empty()
         && current_gone.is_empty()
     {
-        return Ok(());
+        return Ok(false);
     }
 
     let dialect = state.db.dialect();
@@ -644,9 +657,11 @@ async fn reconcile_stored(
                 .await?;
         }
         append_audit!(tx, dialect, &entries);
+        remove_claimed!(tx, claim);
         tx.commit().await?;
         Ok::<_, AppError>(())
-    })
+    })?;
+    Ok(claim.is_some())
 }
 
 fn raised_entry(action: &'static str, visit: &Visit, finding: &Finding) -> Entry {

@@ -5,7 +5,7 @@
 //! cargo run -p huikan-tests --bin loadgen -- \
 //!     --base http://127.0.0.1:8080 --admin admin:password \
 //!     --scenario push|submit|put|tus|all --phones 8 --duration 10 \
-//!     [--batch 100] [--photo-bytes 3000000] [--retry-rate 0.1] [--json]
+//!     [--batch 100] [--photo-bytes 3000000] [--retry-rate 0.1] [--rate 0] [--json]
 //! ```
 //!
 //! Setup logs in as the admin and creates one `field_staff` user per phone. Each phone is then a
@@ -21,6 +21,11 @@
 //! throughput; their latency is reported separately (`retry_*`). Any non-2xx answer, unexpected
 //! outcome or receipt mismatch is an error (the first few are printed to stderr) and makes the
 //! exit status non-zero.
+//!
+//! Every scenario also reports how far reconciliation ran behind: the largest
+//! `jobs_lag_seconds{kind="reconcile"}` and `jobs_queued` seen on `/metrics` (sampled each
+//! second), and how long after the scenario's end the queue was empty. With `--rate`, submit
+//! offers a steady rate instead of as many visits as the server takes.
 
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -128,6 +133,10 @@ struct Args {
     /// One JSON object per scenario instead of the text line.
     #[arg(long)]
     json: bool,
+    /// For submit: the sustained rate to offer, in visits per second over all phones (0: as
+    /// fast as the server answers).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
 }
 
 fn at_least_one(value: &str) -> Result<usize, String> {
@@ -239,6 +248,7 @@ fn report(
     photo_bytes: usize,
     elapsed: Duration,
     mut stats: Stats,
+    watch: &ReconcileWatch,
 ) {
     stats.latencies_us.sort_unstable();
     stats.retry_latencies_us.sort_unstable();
@@ -273,11 +283,20 @@ fn report(
         if let Some(mib) = args.server_pid.and_then(peak_rss_mib) {
             line["server_peak_rss_mib"] = json!(mib);
         }
+        if args.rate > 0.0 {
+            line["offered_rate"] = json!(args.rate);
+        }
+        line["reconcile_lag_max_s"] = json!(watch.max_lag_s);
+        line["reconcile_queue_max"] = json!(watch.max_queued);
+        line["reconcile_drained_after_s"] = json!(watch.drained_after_s);
         println!("{line}");
         return;
     }
 
     let mut line = format!("scenario={} phones={}", scenario.name(), args.phones);
+    if args.rate > 0.0 {
+        line += &format!(" offered_rate={}/s", args.rate);
+    }
     match scenario {
         Scenario::Push => line += &format!(" batch={}", args.batch),
         Scenario::Put | Scenario::Tus | Scenario::OpenrosaPhoto => {
@@ -309,6 +328,14 @@ fn report(
     if let Some(mib) = args.server_pid.and_then(peak_rss_mib) {
         line += &format!(" server_peak_rss={mib:.1}MiB");
     }
+    line += &format!(
+        " reconcile_lag_max={:.1}s reconcile_queue_max={} reconcile_drained_after={}",
+        watch.max_lag_s,
+        watch.max_queued,
+        watch
+            .drained_after_s
+            .map_or_else(|| "never".to_owned(), |s| format!("{s:.1}s"))
+    );
     println!("{line}");
 }
 
@@ -587,7 +614,9 @@ fn push_receipts(
 async fn submit(phone: Phone, deadline: Instant) -> Stats {
     let mut stats = Stats::default();
     let mut visited: u64 = 0;
+    let mut pace = Pace::new(&phone.args);
     while Instant::now() < deadline {
+        pace.wait().await;
         let body =
             Bytes::from(serde_json::to_vec(&visit(&phone.household(visited), &[])).expect("JSON"));
         visited += 1;
@@ -981,6 +1010,96 @@ impl PhotoStream {
     }
 }
 
+/// Spaces one phone's requests so that all the phones together offer `--rate` a second. A phone
+/// that falls behind catches up without bursting past the rate's schedule.
+struct Pace {
+    period: Option<Duration>,
+    next: tokio::time::Instant,
+}
+
+impl Pace {
+    fn new(args: &Args) -> Pace {
+        let period =
+            (args.rate > 0.0).then(|| Duration::from_secs_f64(args.phones as f64 / args.rate));
+        // Phones start spread over one period, not all at once.
+        let offset = period.map_or(Duration::ZERO, |p| p.mul_f64(rand::random::<f64>()));
+        Pace {
+            period,
+            next: tokio::time::Instant::now() + offset,
+        }
+    }
+
+    async fn wait(&mut self) {
+        if let Some(period) = self.period {
+            tokio::time::sleep_until(self.next).await;
+            self.next += period;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reconciliation: how far behind ingest it runs
+
+/// The reconcile queue as `/metrics` shows it, sampled every second while a scenario runs.
+#[derive(Default)]
+struct ReconcileWatch {
+    max_lag_s: f64,
+    max_queued: f64,
+    /// Seconds from the scenario's end until the queue was empty (None: not within the wait).
+    drained_after_s: Option<f64>,
+}
+
+/// One gauge of the reconcile kind from Prometheus text.
+fn reconcile_gauge(metrics: &str, name: &str) -> Option<f64> {
+    let prefix = format!("{name}{{kind=\"reconcile\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn reconcile_gauges(api: &Api) -> Option<(f64, f64)> {
+    let text = api.get("/metrics").await.text().await.ok()?;
+    Some((
+        reconcile_gauge(&text, "jobs_lag_seconds")?,
+        reconcile_gauge(&text, "jobs_queued")?,
+    ))
+}
+
+/// Samples the reconcile gauges until `stop`, then waits (up to two minutes) for the queue to
+/// drain.
+async fn watch_reconcile(api: Api, stop: tokio::sync::oneshot::Receiver<()>) -> ReconcileWatch {
+    let mut watch = ReconcileWatch::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Some((lag, queued)) = reconcile_gauges(&api).await {
+                    watch.max_lag_s = watch.max_lag_s.max(lag);
+                    watch.max_queued = watch.max_queued.max(queued);
+                }
+            }
+            _ = &mut stop => break,
+        }
+    }
+    let ended = Instant::now();
+    while ended.elapsed() < Duration::from_secs(120) {
+        tick.tick().await;
+        match reconcile_gauges(&api).await {
+            Some((lag, queued)) => {
+                watch.max_lag_s = watch.max_lag_s.max(lag);
+                if queued == 0.0 {
+                    watch.drained_after_s = Some(ended.elapsed().as_secs_f64());
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    watch
+}
+
 // ---------------------------------------------------------------------------------------------
 // Driver
 
@@ -1057,10 +1176,14 @@ async fn run(args: Args) -> Result<u64> {
         if let Some(pid) = args.server_pid {
             reset_peak_rss(pid);
         }
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let watcher = tokio::spawn(watch_reconcile(phones[0].api.clone(), stopped));
         let (stats, elapsed) = run_scenario(scenario, &phones, photos.as_ref()).await;
+        let _ = stop.send(());
+        let watch = watcher.await.unwrap_or_default();
         errors += stats.errors;
         let photo_bytes = photos.as_ref().map_or(0, |p| p.typical_size());
-        report(scenario, &args, photo_bytes, elapsed, stats);
+        report(scenario, &args, photo_bytes, elapsed, stats, &watch);
     }
     Ok(errors)
 }
