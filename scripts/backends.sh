@@ -211,6 +211,8 @@ start_moto() {
     tail -n 20 "$WORK/moto.log" >&2
     return 1
 }
+# The fault tests start (and stop) a moto server of their own.
+[[ -x "$VENV/bin/moto_server" ]] && export HUIKAN_TEST_MOTO_SERVER="$VENV/bin/moto_server"
 if [[ -n "${HUIKAN_TEST_S3_ENDPOINT:-}" ]]; then
     log "using the S3 server at $HUIKAN_TEST_S3_ENDPOINT"
 elif ! start_moto; then

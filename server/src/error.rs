@@ -88,6 +88,7 @@ pub const CODES: &[(&str, u16, &str)] = &[
     ("rate_limited", 429, "Too many requests"),
     ("internal", 500, "Internal server error"),
     ("not_ready", 503, "A dependency does not answer"),
+    ("insufficient_storage", 507, "The server's disk is full"),
 ];
 
 impl Problem {
@@ -171,15 +172,87 @@ internal_from!(
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let problem = match self {
-            AppError::Problem(p) => *p,
-            AppError::Internal(e) => {
-                tracing::error!(error = ?e, "internal error");
-                Problem::new("internal", "the server failed; the request may be retried")
-            }
-        };
-        problem_response(&problem)
+        problem_response(&self.into_problem())
     }
+}
+
+impl AppError {
+    /// The problem a client is told: its own, or for an internal error, 503/507 when a
+    /// dependency failed (see [`unavailable`]) and a bare 500 otherwise, logged with its context.
+    pub fn into_problem(self) -> Problem {
+        match self {
+            AppError::Problem(p) => *p,
+            AppError::Internal(e) => match unavailable(&e) {
+                Some(problem) => {
+                    tracing::warn!(error = ?e, code = problem.code, "a dependency failed");
+                    problem
+                }
+                None => {
+                    tracing::error!(error = ?e, "internal error");
+                    Problem::new("internal", "the server failed; the request may be retried")
+                }
+            },
+        }
+    }
+}
+
+/// A failure of what the server stands on rather than of the request: the database or the photo
+/// store not answering (503 `not_ready`), the disk full (507 `insufficient_storage`). Nothing of
+/// the request was acknowledged, and `Retry-After` says when to try again; the server recovers
+/// by itself when the dependency does.
+pub fn unavailable(e: &anyhow::Error) -> Option<Problem> {
+    let full = || {
+        Problem::new(
+            "insufficient_storage",
+            "the server's disk is full; nothing of this request was stored. Try again later",
+        )
+        .with("retry_after", 60)
+    };
+    let not_answering = |what: &str| {
+        Problem::new(
+            "not_ready",
+            format!(
+                "{what} does not answer; nothing of this request was stored. Try again shortly"
+            ),
+        )
+        .with("retry_after", 5)
+    };
+    for cause in e.chain() {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && (io.kind() == std::io::ErrorKind::StorageFull
+                || io.kind() == std::io::ErrorKind::QuotaExceeded)
+        {
+            return Some(full());
+        }
+        if cause.is::<crate::store::Unavailable>() {
+            return Some(not_answering("the photo store"));
+        }
+        if let Some(db) = cause.downcast_ref::<sqlx::Error>() {
+            match db {
+                sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                    return Some(full());
+                }
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => return Some(not_answering("the database")),
+                sqlx::Error::Database(d) => {
+                    let code = d.code().unwrap_or_default();
+                    // SQLite's SQLITE_FULL (13); PostgreSQL's disk_full (53100).
+                    if code == "13" || code == "53100" {
+                        return Some(full());
+                    }
+                    // PostgreSQL: connection exceptions (08…), shutting down or starting up
+                    // (57P01–57P03), too many connections (53300).
+                    if code.starts_with("08") || code.starts_with("57P") || code == "53300" {
+                        return Some(not_answering("the database"));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    None
 }
 
 pub fn problem_response(problem: &Problem) -> Response {

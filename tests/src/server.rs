@@ -90,6 +90,17 @@ pub fn pg_admin_url() -> String {
 impl TestServer {
     pub async fn start(backend: Backend) -> Option<TestServer> {
         let data = tempfile::tempdir().expect("temporary data directory");
+        Self::start_in(backend, data, None).await
+    }
+
+    /// Starts a server whose data directory (database for the embedded backend, photos, spool)
+    /// is `data` (a small file system, say, to fill), and for PostgreSQL + S3 on the S3 server
+    /// `s3` instead of the suite's (one the test may stop).
+    pub async fn start_in(
+        backend: Backend,
+        data: tempfile::TempDir,
+        s3: Option<String>,
+    ) -> Option<TestServer> {
         let mut env = vec![
             (
                 "HUIKAN_BOOTSTRAP_ADMIN".to_owned(),
@@ -102,7 +113,8 @@ impl TestServer {
         ];
         let mut database = None;
         if backend == Backend::PostgresS3 {
-            let Some(endpoint) = std::env::var("HUIKAN_TEST_S3_ENDPOINT").ok() else {
+            let Some(endpoint) = s3.or_else(|| std::env::var("HUIKAN_TEST_S3_ENDPOINT").ok())
+            else {
                 return unavailable("an S3 server (HUIKAN_TEST_S3_ENDPOINT)");
             };
             let db = match PgDatabase::create().await {
@@ -140,6 +152,15 @@ impl TestServer {
             _data: data,
             _database: database,
         })
+    }
+
+    /// The S3 bucket this server stores photos in (PostgreSQL + S3 only).
+    pub fn s3_bucket(&self) -> Option<String> {
+        self.setup
+            .env
+            .iter()
+            .find(|(k, _)| k == "HUIKAN_S3_BUCKET")
+            .map(|(_, v)| v.clone())
     }
 
     /// An API client without a token.

@@ -95,6 +95,17 @@ impl Db {
             .pragma("cache_size", "-8192");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            // A COMMIT that fails (SQLITE_FULL: the disk filled) may leave the connection
+            // believing it is still in a transaction, refusing every later BEGIN. Such a
+            // connection is closed on release (after its queued rollback ran) and a fresh one
+            // opened, so writes work again as soon as there is space.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    conn.ping().await?;
+                    Ok(!conn.is_in_transaction())
+                })
+            })
             .connect_with(options.clone())
             .await
             .context("opening the SQLite database")?;

@@ -238,16 +238,7 @@ impl<E: Into<AppError>> From<E> for OpenRosaError {
 
 impl IntoResponse for OpenRosaError {
     fn into_response(self) -> Response {
-        let problem = match self.0 {
-            AppError::Problem(p) => *p,
-            AppError::Internal(e) => {
-                tracing::error!(error = ?e, "internal error on an OpenRosa request");
-                crate::error::Problem::new(
-                    "internal",
-                    "the server failed; the request may be retried",
-                )
-            }
-        };
+        let problem = self.0.into_problem();
         let mut response = message_response(problem.status(), "error", &problem.detail);
         let headers = response.headers_mut();
         if let Ok(code) = HeaderValue::from_str(problem.code) {

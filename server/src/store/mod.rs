@@ -17,6 +17,16 @@ pub use s3::S3Store;
 
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
 
+/// The blob store did not answer (or failed on its side): nothing was stored, and the request
+/// may be made again later. Answered 503 (see `error::unavailable`).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: the photo store does not answer")]
+pub struct Unavailable {
+    pub what: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync {
     /// Makes the local file the object at `key`, durably. Replacing an existing object with the

@@ -4,8 +4,12 @@
 use std::time::Duration;
 
 use anyhow::Context;
+
+use super::Unavailable;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::presigning::PresigningConfig;
@@ -31,7 +35,15 @@ impl S3Store {
             .await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .endpoint_url(endpoint)
-            .force_path_style(true);
+            .force_path_style(true)
+            // A store that stops answering is a 503 within seconds, not a request hanging:
+            // connecting is quick or failed; a read may wait while a large object streams.
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .read_timeout(Duration::from_secs(60))
+                    .build(),
+            );
         if config.s3_checksums_when_required {
             builder = builder
                 .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -79,7 +91,7 @@ impl BlobStore for S3Store {
             .body(body)
             .send()
             .await
-            .with_context(|| format!("uploading {key} to S3"))?;
+            .map_err(|e| failure(e, format!("uploading {key} to S3")))?;
         drop(file);
         Ok(())
     }
@@ -95,7 +107,7 @@ impl BlobStore for S3Store {
         {
             Ok(output) => output,
             Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(None),
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {key} from S3"))),
+            Err(e) => return Err(failure(e, format!("reading {key} from S3"))),
         };
         let len = output.content_length().unwrap_or_default().max(0) as u64;
         let reader = output.body.into_async_read();
@@ -128,7 +140,7 @@ impl BlobStore for S3Store {
             .key(key)
             .send()
             .await
-            .with_context(|| format!("removing {key} from S3"))?;
+            .map_err(|e| failure(e, format!("removing {key} from S3")))?;
         Ok(())
     }
 
@@ -140,5 +152,28 @@ impl BlobStore for S3Store {
             .await
             .with_context(|| format!("reaching bucket {}", self.bucket))?;
         Ok(())
+    }
+}
+
+/// An S3 error as ours: S3 not answering, or answering 5xx, is [`Unavailable`] (a 503 the
+/// client retries later); anything else stays an internal error.
+fn failure<E>(e: SdkError<E, HttpResponse>, what: String) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let transient = match &e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => service.raw().status().is_server_error(),
+        _ => false,
+    };
+    if transient {
+        anyhow::Error::new(Unavailable {
+            what,
+            source: Box::new(e),
+        })
+    } else {
+        anyhow::Error::new(e).context(what)
     }
 }

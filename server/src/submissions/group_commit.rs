@@ -7,14 +7,22 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::ingest::{Incoming, Outcome, ingest};
 use crate::db::Db;
-use crate::error::{AppError, Result};
+use crate::error::{AppError, Problem, Result, unavailable};
 
 /// The most visits one group transaction takes.
 const MAX_GROUP: usize = 256;
 
+/// Why a group failed, for each of its visits: a dependency failing is the same problem for each
+/// (503/507), anything else an internal error.
+#[derive(Clone)]
+enum Failed {
+    Unavailable(Problem),
+    Internal(String),
+}
+
 struct Pending {
     item: Incoming,
-    reply: oneshot::Sender<Result<Outcome, String>>,
+    reply: oneshot::Sender<Result<Outcome, Failed>>,
 }
 
 #[derive(Clone)]
@@ -38,7 +46,8 @@ impl GroupCommit {
             .map_err(|_| anyhow::anyhow!("the group committer has stopped"))?;
         match answer.await {
             Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(e)) => Err(AppError::Internal(anyhow::anyhow!(
+            Ok(Err(Failed::Unavailable(problem))) => Err(problem.into()),
+            Ok(Err(Failed::Internal(e))) => Err(AppError::Internal(anyhow::anyhow!(
                 "storing a group of visits: {e}"
             ))),
             Err(_) => Err(AppError::Internal(anyhow::anyhow!(
@@ -67,13 +76,18 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Pending>) {
                 }
             }
             Err(e) => {
-                let message = match e {
-                    AppError::Internal(e) => format!("{e:#}"),
-                    AppError::Problem(p) => p.detail,
+                let failed = match e {
+                    AppError::Internal(e) => match unavailable(&e) {
+                        Some(problem) => Failed::Unavailable(problem),
+                        None => Failed::Internal(format!("{e:#}")),
+                    },
+                    AppError::Problem(p) => Failed::Internal(p.detail),
                 };
-                tracing::error!(error = %message, visits = replies.len(), "a group of visits failed to store");
+                if let Failed::Internal(message) = &failed {
+                    tracing::error!(error = %message, visits = replies.len(), "a group of visits failed to store");
+                }
                 for reply in replies {
-                    let _ = reply.send(Err(message.clone()));
+                    let _ = reply.send(Err(failed.clone()));
                 }
             }
         }

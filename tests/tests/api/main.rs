@@ -10,6 +10,7 @@ mod copies;
 mod demo;
 mod evidence;
 mod exports;
+mod faults;
 mod ground_truth;
 mod limits;
 mod openrosa;

@@ -1,0 +1,306 @@
+//! What the server stands on failing under it: the disk filling while photos spool, and the
+//! database dropping every connection under load. Each is a clear 503/507 problem with
+//! `Retry-After`, never a 500; nothing acknowledged is lost; and the server recovers by itself.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use huikan_tests::api::expect_problem;
+use huikan_tests::photos::{jpeg_of_about, sha256_hex};
+use huikan_tests::visits::visit;
+use huikan_tests::{Backend, TestServer, backend_tests};
+use serde_json::Value;
+
+backend_tests!(a_full_disk_is_507_and_clears_when_space_returns);
+
+/// A small tmpfs, unmounted when dropped (mounting needs root, as the test machines run).
+struct SmallDisk {
+    mount: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u64) -> Option<SmallDisk> {
+        let mount = std::env::temp_dir().join(format!("huikan-full-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&mount).ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&mount)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            let _ = std::fs::remove_dir(&mount);
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true needs a small tmpfs (mount as root) for the full-disk test"
+            );
+            eprintln!("SKIPPED: cannot mount a tmpfs (not root?)");
+            return None;
+        }
+        Some(SmallDisk { mount })
+    }
+
+    fn path(&self) -> &Path {
+        &self.mount
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount)
+            .status();
+        let _ = std::fs::remove_dir(&self.mount);
+    }
+}
+
+/// Fills the file system at `dir` but for about `leave` bytes, in one file.
+fn fill(dir: &Path, leave: u64) -> PathBuf {
+    let filler = dir.join(format!("filler-{}", uuid::Uuid::new_v4()));
+    let size = free_bytes(dir).saturating_sub(leave);
+    std::fs::write(&filler, vec![0u8; size as usize]).expect("writing the filler");
+    filler
+}
+
+fn free_bytes(dir: &Path) -> u64 {
+    let out = std::process::Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .expect("df");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df's answer")
+}
+
+async fn a_full_disk_is_507_and_clears_when_space_returns(server: TestServer) {
+    // The backend's own server only decides the backend; this test starts its own on a small
+    // disk with the same backend.
+    let backend = server.backend;
+    drop(server);
+    let Some(disk) = SmallDisk::mount(48) else {
+        return;
+    };
+    let data = tempfile::tempdir_in(disk.path()).unwrap();
+    let data_path = data.path().to_owned();
+    let server = TestServer::start_in(backend, data, None).await.unwrap();
+    let field = server.user("field_staff", &["410327101001"]).await;
+    let photo = jpeg_of_about(3_000_000, 1);
+    let sha = sha256_hex(&photo);
+
+    let filler = fill(&data_path, 1_000_000);
+    let full = field.put_blob(&sha, photo.clone()).await;
+    let retry_after = full.headers().get("retry-after").cloned();
+    let body = expect_problem(full, 507, "insufficient_storage").await;
+    assert!(retry_after.is_some(), "{body}");
+    assert_eq!(field.head(&format!("/v1/blobs/{sha}")).await.status(), 404);
+    if backend == Backend::Embedded {
+        // The database is on the same disk: a visit cannot be stored either, and says so.
+        let filler_2 = fill(&data_path, 0);
+        let answer = field
+            .post_json("/v1/submissions", &visit("4103271010010001", &[]))
+            .await;
+        let status = answer.status().as_u16();
+        if status != 201 {
+            expect_problem(answer, 507, "insufficient_storage").await;
+        }
+        std::fs::remove_file(filler_2).unwrap();
+    }
+
+    // Space comes back: the same request now succeeds, without a restart.
+    std::fs::remove_file(filler).unwrap();
+    let stored = field.put_blob(&sha, photo).await;
+    let log = std::fs::read_to_string(data_path.join("server.log")).unwrap_or_default();
+    let tail: String = log
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        .map(|l| l.chars().take(400).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        stored.status(),
+        201,
+        "{}\n{tail}",
+        stored.text().await.unwrap()
+    );
+    let ok = field
+        .post_json("/v1/submissions", &visit("4103271010010001", &[]))
+        .await;
+    assert_eq!(ok.status(), 201);
+    drop(server);
+    drop(disk);
+}
+
+/// PostgreSQL drops every connection of the server twice while phones post visits: each answer
+/// is a receipt or a 503 `not_ready` with `Retry-After`; every receipt's visit is there after,
+/// and posting works again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_dropping_every_connection_under_load_loses_nothing() {
+    let Some(server) = TestServer::start(Backend::PostgresS3).await else {
+        return;
+    };
+    let field = server.user("field_staff", &["410327101001"]).await;
+    let until = Instant::now() + Duration::from_secs(4);
+    let phones: Vec<_> = (0..4)
+        .map(|_| {
+            let field = field.clone();
+            tokio::spawn(async move {
+                let (mut stored, mut refused) = (Vec::new(), 0);
+                while Instant::now() < until {
+                    let body = visit("4103271010010001", &[]);
+                    let answer = field.post_json("/v1/submissions", &body).await;
+                    match answer.status().as_u16() {
+                        201 => stored.push(body["submission_id"].as_str().unwrap().to_owned()),
+                        _ => {
+                            assert!(answer.headers().contains_key("retry-after"));
+                            let problem: Value = expect_problem(answer, 503, "not_ready").await;
+                            assert!(problem["detail"].as_str().unwrap().contains("database"));
+                            refused += 1;
+                        }
+                    }
+                }
+                (stored, refused)
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        server
+            .sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .await
+            .unwrap();
+    }
+    let (mut stored, mut refused) = (Vec::new(), 0);
+    for phone in phones {
+        let (s, r) = phone.await.unwrap();
+        stored.extend(s);
+        refused += r;
+    }
+    eprintln!(
+        "{} visits acknowledged, {refused} refused with 503",
+        stored.len()
+    );
+    assert!(!stored.is_empty());
+    for id in &stored {
+        let read = field.get(&format!("/v1/submissions/{id}")).await;
+        assert_eq!(read.status(), 200, "acknowledged visit {id} is missing");
+    }
+    let after = field
+        .post_json("/v1/submissions", &visit("4103271010010001", &[]))
+        .await;
+    assert_eq!(after.status(), 201);
+    let ready = server.anonymous().get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+}
+
+/// A moto S3 server of the test's own on a free port, which the test may stop and start again.
+struct OwnS3 {
+    program: String,
+    port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl OwnS3 {
+    async fn start() -> Option<OwnS3> {
+        let Ok(program) = std::env::var("HUIKAN_TEST_MOTO_SERVER") else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true needs HUIKAN_TEST_MOTO_SERVER (set by scripts/test)"
+            );
+            eprintln!("SKIPPED: no HUIKAN_TEST_MOTO_SERVER (run the README's test command)");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .ok()?;
+        let mut s3 = OwnS3 {
+            program,
+            port,
+            child: None,
+        };
+        s3.resume().await;
+        Some(s3)
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn resume(&mut self) {
+        let child = tokio::process::Command::new(&self.program)
+            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting moto");
+        self.child = Some(child);
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http.get(self.endpoint()).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("moto did not answer on port {}", self.port);
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// The S3 server goes away: photo uploads and reads are 503 `not_ready` naming the photo store,
+/// within seconds, and nothing is acknowledged; when it is back (a new, empty one, whose bucket is
+/// made again), the same upload succeeds without restarting huikan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_photo_store_stopping_is_503_and_recovers() {
+    let Some(mut s3) = OwnS3::start().await else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let Some(server) = TestServer::start_in(Backend::PostgresS3, data, Some(s3.endpoint())).await
+    else {
+        return;
+    };
+    let field = server.user("field_staff", &["410327101001"]).await;
+    let photo = jpeg_of_about(1_000_000, 7);
+    let sha = sha256_hex(&photo);
+
+    s3.stop().await;
+    let started = Instant::now();
+    let refused = field.put_blob(&sha, photo.clone()).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    let body = expect_problem(refused, 503, "not_ready").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("photo store"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let ready = server.anonymous().get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+
+    s3.resume().await;
+    let bucket = server.s3_bucket().expect("an S3 bucket");
+    let made = reqwest::Client::new()
+        .put(format!("{}/{bucket}", s3.endpoint()))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success());
+    let stored = field.put_blob(&sha, photo).await;
+    assert_eq!(stored.status(), 201, "{}", stored.text().await.unwrap());
+    assert_eq!(field.head(&format!("/v1/blobs/{sha}")).await.status(), 200);
+}
