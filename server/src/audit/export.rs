@@ -45,7 +45,9 @@ use crate::store::{BlobStore, blob_key};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ExportRequest {
+    #[serde(default, deserialize_with = "crate::http::json::present")]
     prefix: Option<DivisionPrefix>,
+    #[serde(default, deserialize_with = "crate::http::json::present")]
     household_id: Option<String>,
 }
 

@@ -40,7 +40,7 @@ pub fn router() -> Router<AppState> {
 struct Login {
     username: String,
     password: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::json::present")]
     device_id: Option<String>,
 }
 
@@ -185,7 +185,7 @@ pub async fn revoke_own(state: &AppState, caller: &Caller) -> Result<()> {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Revoke {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::json::present")]
     username: Option<String>,
 }
 

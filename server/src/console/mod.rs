@@ -12,7 +12,7 @@
 
 mod pages;
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -20,6 +20,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
@@ -110,6 +111,29 @@ impl Session {
             Err(AppError::forbidden(
                 "the form is stale or not from this console; reload the page",
             ))
+        }
+    }
+}
+
+/// A form body whose refusal (not a form, too large, not of the form's shape) is a problem+json
+/// with a stable code, as the API's are, not axum's plain text.
+pub struct ConsoleForm<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ConsoleForm<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        match Form::<T>::from_request(req, state).await {
+            Ok(Form(value)) => Ok(ConsoleForm(value)),
+            Err(rejection) => Err(match rejection.status() {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                    AppError::problem("unsupported_media_type", rejection.body_text())
+                }
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    AppError::problem("payload_too_large", rejection.body_text())
+                }
+                _ => AppError::invalid_body(rejection.body_text()),
+            }),
         }
     }
 }
@@ -268,7 +292,7 @@ async fn login_page(headers: HeaderMap) -> Response {
 async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    ConsoleForm(form): ConsoleForm<LoginForm>,
 ) -> Response {
     let lang = Lang::of(&headers);
     if form.csrf.is_empty() || cookie(&headers, LOGIN_COOKIE) != Some(form.csrf.as_str()) {
@@ -330,7 +354,7 @@ struct CsrfForm {
 async fn logout(
     State(state): State<AppState>,
     session: Session,
-    Form(form): Form<CsrfForm>,
+    ConsoleForm(form): ConsoleForm<CsrfForm>,
 ) -> Response {
     if let Err(e) = session.check(&form.csrf) {
         return error_page(&session, e);
@@ -347,7 +371,11 @@ async fn logout(
 }
 
 async fn switch_language(Path(lang): Path<String>, headers: HeaderMap) -> Response {
-    let value = if lang == "en" { "en" } else { "zh" };
+    let value = match lang.as_str() {
+        "en" => "en",
+        "zh" => "zh",
+        _ => return AppError::not_found("the console speaks zh and en").into_response(),
+    };
     let back = headers
         .get(header::REFERER)
         .and_then(|v| v.to_str().ok())

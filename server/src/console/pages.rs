@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use axum::Form;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, FixedOffset};
@@ -11,7 +10,7 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Lang, Session, error_page, layout};
+use super::{ConsoleForm, Lang, Session, error_page, layout};
 use crate::http::AppState;
 use crate::http::page::{ApiQuery, PageQuery};
 use crate::privacy::UnmaskQuery;
@@ -405,7 +404,7 @@ pub async fn claim(
     State(state): State<AppState>,
     session: Session,
     Path(submission_id): Path<String>,
-    Form(form): Form<CsrfOnly>,
+    ConsoleForm(form): ConsoleForm<CsrfOnly>,
 ) -> Response {
     let result = async {
         session.check(&form.csrf)?;
@@ -435,7 +434,7 @@ pub async fn decide(
     State(state): State<AppState>,
     session: Session,
     Path(submission_id): Path<String>,
-    Form(form): Form<DecisionForm>,
+    ConsoleForm(form): ConsoleForm<DecisionForm>,
 ) -> Response {
     let result = async {
         session.check(&form.csrf)?;
@@ -466,7 +465,7 @@ pub async fn comment(
     State(state): State<AppState>,
     session: Session,
     Path(submission_id): Path<String>,
-    Form(form): Form<CommentForm>,
+    ConsoleForm(form): ConsoleForm<CommentForm>,
 ) -> Response {
     let result = async {
         session.check(&form.csrf)?;

@@ -42,6 +42,8 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
     })
 }
 
+pub use huikan_shared::de::present;
+
 fn parse_typed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     if bytes.is_empty() {
         return Err(AppError::invalid_body(

@@ -150,7 +150,7 @@ pub async fn queue(
     caller.require(&REVIEWERS)?;
     let page = query.page.parse("review")?;
     let states: Vec<&str> = match query.state.as_deref() {
-        None | Some("") => UNDECIDED.to_vec(),
+        None => UNDECIDED.to_vec(),
         Some(wanted) => {
             let known = STATES.iter().find(|s| **s == wanted).ok_or_else(|| {
                 AppError::invalid_query(format!(
@@ -164,7 +164,6 @@ pub async fn queue(
     let prefix = query
         .prefix
         .as_deref()
-        .filter(|p| !p.is_empty())
         .map(|p| {
             huikan_shared::DivisionPrefix::parse(p)
                 .map_err(|e| AppError::invalid_query(format!("prefix: {e}")))
@@ -173,7 +172,6 @@ pub async fn queue(
     let finding = query
         .finding
         .as_deref()
-        .filter(|f| !f.is_empty())
         .map(|code| {
             crate::reconcile::rules::known_code(code).ok_or_else(|| {
                 AppError::invalid_query(format!("finding: {code:?} is not a finding code"))
@@ -183,7 +181,6 @@ pub async fn queue(
     let severity = query
         .severity
         .as_deref()
-        .filter(|s| !s.is_empty())
         .map(|s| {
             ["info", "warning", "critical"]
                 .into_iter()
@@ -438,7 +435,7 @@ async fn claim_route(
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     pub decision: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::json::present")]
     pub reason: Option<String>,
     pub expected_state: String,
 }
