@@ -1,9 +1,9 @@
 # Sourced by scripts/test and scripts/bench: brings up every backend the tests and benchmarks
-# use and exports where they are. A Python venv at ./.venv holds moto (the S3 server) and tuspy
-# (a third-party tus client the tests drive); a moto server is started on a free loopback port
-# and killed on exit; PostgreSQL is made to answer on 127.0.0.1:5432 (installing and starting
-# Debian's if needed). Outside CI a backend that cannot be had is a warning; under CI=true it
-# fails the run.
+# use and exports where they are. A Python venv at ./.venv holds moto (the S3 server), tuspy
+# (a third-party tus client the tests drive) and schemathesis (scripts/conformance); a moto
+# server is started on a free loopback port and killed on exit; PostgreSQL is made to answer on
+# 127.0.0.1:5432 (installing and starting Debian's if needed). Outside CI a backend that cannot
+# be had is a warning; under CI=true it fails the run.
 #
 # Exports: HUIKAN_TEST_PYTHON, HUIKAN_TEST_PHOTOS, HUIKAN_TEST_ODK_VALIDATE, HUIKAN_TEST_XFORM_CHECK, HUIKAN_TEST_CHROMEDRIVER, HUIKAN_TEST_CHROMIUM, HUIKAN_TEST_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 # HUIKAN_TEST_PG_URL, PROFILE, PROFILE_DIR. Set HUIKAN_TEST_S3_ENDPOINT or HUIKAN_TEST_PG_URL
@@ -11,6 +11,7 @@
 
 MOTO_PIN='moto[server]==5.2.5'
 TUSPY_PIN='tuspy==1.1.0'
+SCHEMATHESIS_PIN='schemathesis==4.32.5'
 VENV="$PWD/.venv"
 PROFILE="${HUIKAN_PROFILE:-dev}"
 
@@ -39,16 +40,18 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 WORK="$(mktemp -d)"
 
-# --- Python venv: moto (the S3 server) and tuspy (a third-party tus client the tests drive) ---
+# --- Python venv: moto (the S3 server), tuspy (a third-party tus client the tests drive) and
+#     schemathesis (the API conformance run over openapi.yaml, scripts/conformance) ---
 venv_ready() {
-    [[ -x "$VENV/bin/moto_server" ]] && "$VENV/bin/python" - "$MOTO_PIN" "$TUSPY_PIN" <<'EOF' 2>/dev/null
+    [[ -x "$VENV/bin/moto_server" && -x "$VENV/bin/schemathesis" ]] &&
+        "$VENV/bin/python" - "$MOTO_PIN" "$TUSPY_PIN" "$SCHEMATHESIS_PIN" <<'EOF' 2>/dev/null
 import sys
 from importlib.metadata import version
 for pin in sys.argv[1:]:
     name, wanted = pin.split("==")
     if version(name.split("[")[0]) != wanted:
         sys.exit(1)
-import flask, tusclient  # moto's server extra, and tuspy itself
+import flask, tusclient, schemathesis  # moto's server extra, tuspy and schemathesis themselves
 EOF
 }
 setup_venv() {
@@ -63,13 +66,14 @@ setup_venv() {
             python3 -m venv "$VENV" || return 1
         fi
     fi
-    log "installing $MOTO_PIN $TUSPY_PIN into .venv (about a minute, once)"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_PIN" "$TUSPY_PIN" || return 1
+    log "installing $MOTO_PIN $TUSPY_PIN $SCHEMATHESIS_PIN into .venv (about a minute, once)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_PIN" "$TUSPY_PIN" "$SCHEMATHESIS_PIN" ||
+        return 1
 }
 if venv_ready || { setup_venv && venv_ready; }; then
     export HUIKAN_TEST_PYTHON="$VENV/bin/python"
 else
-    missing "could not set up the Python venv at .venv (moto, tuspy)"
+    missing "could not set up the Python venv at .venv (moto, tuspy, schemathesis)"
 fi
 
 # --- nasm: lets the JPEG decoder (libjpeg-turbo, built from source by the mozjpeg crate) use

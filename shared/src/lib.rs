@@ -2,6 +2,7 @@
 //! submits, how its content is hashed, and the parsed newtypes validated once at the edge.
 
 pub mod content;
+pub mod de;
 pub mod division;
 pub mod geo;
 pub mod idcard;

@@ -76,6 +76,14 @@ pub fn opt_text<'de, const MAX: usize, D: Deserializer<'de>>(
     Ok(s)
 }
 
+/// `deserialize_with` (with `default`) for an optional `String` that, when given, is a string of
+/// at most `MAX` characters: an explicit `null` is refused like any other wrong type.
+pub fn present_text<'de, const MAX: usize, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    text::<MAX, D>(d).map(Some)
+}
+
 /// `deserialize_with` for a list of at most `MAX` entries; refused at the entry past the bound,
 /// without reading the rest.
 pub fn list<'de, const MAX: usize, T: Deserialize<'de>, D: Deserializer<'de>>(

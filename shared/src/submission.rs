@@ -273,12 +273,16 @@ fn form_version<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 
 fn household_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = non_empty(d)?;
-    if s.len() > 64 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(serde::de::Error::custom(
-            "a household id is at most 64 characters without spaces",
-        ));
-    }
+    check_household_id(&s).map_err(serde::de::Error::custom)?;
     Ok(s)
+}
+
+/// Whether `s` can be a household id (the registry's 户编号) at all.
+pub fn check_household_id(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() || s.len() > 64 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("a household id is 1 to 64 characters without spaces");
+    }
+    Ok(())
 }
 
 fn ranged<'de, D: Deserializer<'de>>(d: D, lo: f64, hi: f64, what: &str) -> Result<f64, D::Error> {

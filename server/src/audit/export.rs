@@ -47,8 +47,12 @@ use crate::store::{BlobStore, blob_key};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ExportRequest {
+    #[serde(default, deserialize_with = "crate::http::json::present")]
     prefix: Option<DivisionPrefix>,
-    #[serde(default, deserialize_with = "limits::opt_text::<{ limits::ID }, _>")]
+    #[serde(
+        default,
+        deserialize_with = "limits::present_text::<{ limits::ID }, _>"
+    )]
     household_id: Option<String>,
 }
 

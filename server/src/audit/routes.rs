@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::{Chained, Verification, verify};
 use crate::auth::{Caller, Role};
-use crate::error::Result;
+use crate::error::{AppError, Result};
 use crate::http::AppState;
 use crate::http::page::{ApiQuery, PageQuery, Paged};
 use crate::on_pool;
@@ -96,6 +96,8 @@ async fn trail(
     Path(household_id): Path<String>,
 ) -> Result<Json<Trail>> {
     caller.require(AUDITORS)?;
+    huikan_shared::submission::check_household_id(&household_id)
+        .map_err(|e| AppError::problem("invalid_path", e))?;
     // Entries that name the household, and those of the photos its visits name.
     let rows: Vec<Chained> = on_pool!(&state.db.read, |p| {
         sqlx::query_as(&format!(

@@ -47,7 +47,10 @@ struct Login {
     username: String,
     #[serde(deserialize_with = "limits::text::<{ limits::PASSWORD }, _>")]
     password: String,
-    #[serde(default, deserialize_with = "limits::opt_text::<{ limits::ID }, _>")]
+    #[serde(
+        default,
+        deserialize_with = "limits::present_text::<{ limits::ID }, _>"
+    )]
     device_id: Option<String>,
 }
 
@@ -260,7 +263,10 @@ pub async fn revoke_own(state: &AppState, caller: &Caller) -> Result<()> {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Revoke {
-    #[serde(default, deserialize_with = "limits::opt_text::<{ limits::NAME }, _>")]
+    #[serde(
+        default,
+        deserialize_with = "limits::present_text::<{ limits::NAME }, _>"
+    )]
     username: Option<String>,
 }
 

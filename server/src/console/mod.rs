@@ -363,7 +363,11 @@ async fn logout(
 }
 
 async fn switch_language(Path(lang): Path<String>, headers: HeaderMap) -> Response {
-    let value = if lang == "en" { "en" } else { "zh" };
+    let value = match lang.as_str() {
+        "en" => "en",
+        "zh" => "zh",
+        _ => return AppError::not_found("the console speaks zh and en").into_response(),
+    };
     let back = headers
         .get(header::REFERER)
         .and_then(|v| v.to_str().ok())

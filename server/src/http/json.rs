@@ -27,6 +27,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiForm<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let is_form = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if !is_form {
+            return Err(AppError::problem(
+                "unsupported_media_type",
+                "a form is sent as application/x-www-form-urlencoded",
+            ));
+        }
         let bytes = body_bytes(req, state).await?;
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(&bytes));
         serde_path_to_error::deserialize(de)
@@ -56,6 +67,8 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
         }
     })
 }
+
+pub use huikan_shared::de::present;
 
 fn parse_typed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     if bytes.is_empty() {

@@ -66,7 +66,6 @@ fn within(caller: &Caller, prefix: Option<&DivisionPrefix>, column: &str) -> Str
 
 fn parse_prefix(prefix: Option<&str>) -> Result<Option<DivisionPrefix>> {
     prefix
-        .filter(|p| !p.is_empty())
         .map(|p| {
             DivisionPrefix::parse(p).map_err(|e| AppError::invalid_query(format!("prefix: {e}")))
         })

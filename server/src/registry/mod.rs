@@ -12,9 +12,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use huikan_shared::DivisionPrefix;
 use huikan_shared::division::upper_bound;
 use huikan_shared::submission::Datum;
+use huikan_shared::{CampaignId, DivisionPrefix};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -238,6 +238,10 @@ async fn household(
     Path(household_id): Path<String>,
     ApiQuery(query): ApiQuery<HouseholdQuery>,
 ) -> Result<Json<Value>> {
+    if let Some(campaign) = &query.campaign {
+        CampaignId::parse(campaign)
+            .map_err(|e| AppError::invalid_query(format!("campaign: {e}")))?;
+    }
     Ok(Json(
         household_view(&state, &caller, &household_id, &query).await?,
     ))

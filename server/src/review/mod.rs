@@ -151,7 +151,7 @@ pub async fn queue(
     caller.require(&REVIEWERS)?;
     let page = query.page.parse("review")?;
     let states: Vec<&str> = match query.state.as_deref() {
-        None | Some("") => UNDECIDED.to_vec(),
+        None => UNDECIDED.to_vec(),
         Some(wanted) => {
             let known = STATES.iter().find(|s| **s == wanted).ok_or_else(|| {
                 AppError::invalid_query(format!(
@@ -165,7 +165,6 @@ pub async fn queue(
     let prefix = query
         .prefix
         .as_deref()
-        .filter(|p| !p.is_empty())
         .map(|p| {
             huikan_shared::DivisionPrefix::parse(p)
                 .map_err(|e| AppError::invalid_query(format!("prefix: {e}")))
@@ -174,7 +173,6 @@ pub async fn queue(
     let finding = query
         .finding
         .as_deref()
-        .filter(|f| !f.is_empty())
         .map(|code| {
             crate::reconcile::rules::known_code(code).ok_or_else(|| {
                 AppError::invalid_query(format!("finding: {code:?} is not a finding code"))
@@ -184,7 +182,6 @@ pub async fn queue(
     let severity = query
         .severity
         .as_deref()
-        .filter(|s| !s.is_empty())
         .map(|s| {
             ["info", "warning", "critical"]
                 .into_iter()
@@ -440,7 +437,10 @@ async fn claim_route(
 pub struct DecisionBody {
     #[serde(deserialize_with = "limits::text::<{ limits::NAME }, _>")]
     pub decision: String,
-    #[serde(default, deserialize_with = "limits::opt_text::<{ limits::TEXT }, _>")]
+    #[serde(
+        default,
+        deserialize_with = "limits::present_text::<{ limits::TEXT }, _>"
+    )]
     pub reason: Option<String>,
     #[serde(deserialize_with = "limits::text::<{ limits::NAME }, _>")]
     pub expected_state: String,

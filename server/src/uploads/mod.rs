@@ -142,18 +142,30 @@ fn expected_sha(headers: &HeaderMap) -> Result<Sha256Hex> {
     Err(bad("Upload-Metadata has no sha256".to_owned()))
 }
 
-async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> Response {
+// The handlers take the caller as a `Result` so that a 401 carries the tus headers too.
+async fn create(
+    State(state): State<AppState>,
+    caller: Result<Caller, AppError>,
+    headers: HeaderMap,
+) -> Response {
     create_inner(state, caller, headers)
         .await
         .unwrap_or_else(tus_error)
 }
 
-async fn create_inner(state: AppState, caller: Caller, headers: HeaderMap) -> Result<Response> {
+async fn create_inner(
+    state: AppState,
+    caller: Result<Caller, AppError>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let caller = caller?;
     caller.require(UPLOADERS)?;
     check_version(&headers)?;
     let limit = state.config.max_photo_bytes;
     let length: u64 = header_str(&headers, "upload-length")
-        .and_then(|v| v.parse().ok())
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        // Too many digits for a u64 is still a length, and over the limit below.
+        .map(|v| v.parse().unwrap_or(u64::MAX))
         .filter(|n| *n > 0)
         .ok_or_else(|| {
             AppError::problem(
@@ -232,21 +244,29 @@ fn offset_headers(upload: &Upload, offset: i64) -> Vec<(&'static str, String)> {
 
 async fn progress(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Result<Caller, AppError>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     progress_inner(state, caller, id, headers)
         .await
-        .unwrap_or_else(tus_error)
+        .unwrap_or_else(|e| {
+            // An answer to HEAD, error or not, must not be cached: the offset moves on.
+            let mut response = tus_error(e);
+            response
+                .headers_mut()
+                .insert("cache-control", HeaderValue::from_static("no-store"));
+            response
+        })
 }
 
 async fn progress_inner(
     state: AppState,
-    caller: Caller,
+    caller: Result<Caller, AppError>,
     id: String,
     headers: HeaderMap,
 ) -> Result<Response> {
+    let caller = caller?;
     check_version(&headers)?;
     let upload = load(&state, &caller, &id).await?;
     // A finishing PATCH whose server died after the last byte was recorded: finish it now.
@@ -289,15 +309,16 @@ async fn append_inner(
             format!("a PATCH must be sent as {OFFSET_OCTET_STREAM}"),
         ));
     }
-    let offset: i64 = header_str(&headers, "upload-offset")
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n >= 0)
+    let offset = header_str(&headers, "upload-offset")
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
         .ok_or_else(|| {
             AppError::problem(
-                "offset_mismatch",
-                "Upload-Offset must be a non-negative integer",
+                "invalid_upload_metadata",
+                "Upload-Offset must be a non-negative decimal integer",
             )
         })?;
+    // An offset too large for any upload is simply not this upload's: a mismatch, below.
+    let offset: i64 = offset.parse().unwrap_or(i64::MAX);
     let upload = load(&state, &caller, &id).await?;
     if upload.completed_at.is_some() && offset == upload.length {
         // A retry of the finishing PATCH whose answer was lost.
@@ -508,7 +529,7 @@ pub async fn sweep(state: &AppState, max_age: chrono::Duration) -> Result<usize>
 
 async fn terminate(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Result<Caller, AppError>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -519,10 +540,11 @@ async fn terminate(
 
 async fn terminate_inner(
     state: AppState,
-    caller: Caller,
+    caller: Result<Caller, AppError>,
     id: String,
     headers: HeaderMap,
 ) -> Result<Response> {
+    let caller = caller?;
     check_version(&headers)?;
     let upload = load(&state, &caller, &id).await?;
     let parts = parts(&state, &upload).await?;
