@@ -55,6 +55,10 @@ pub async fn form_list(
     Query(query): Query<FormListQuery>,
 ) -> Result<Response, OpenRosaError> {
     client.require(FORM_READERS)?;
+    if let Some(wanted) = &query.form_id {
+        limits::check(wanted, limits::QUERY_VALUE)
+            .map_err(|e| OpenRosaError(AppError::invalid_query(format!("formID: {e}"))))?;
+    }
     let mut xml = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<xforms xmlns=\"http://openrosa.org/xforms/xformsList\">\n",
     );
@@ -642,3 +646,4 @@ pub fn xform(campaign: &Campaign) -> String {
         body = b.body,
     )
 }
+use huikan_shared::limits;
