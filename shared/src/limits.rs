@@ -21,6 +21,9 @@ pub const ID_NUMBER: usize = 32;
 pub const TEXT: usize = 4000;
 /// A query-string value or an opaque cursor.
 pub const QUERY_VALUE: usize = 256;
+/// A registry cell: names, places and codes are all far shorter; a longer cell is a broken or
+/// hostile file, and its row is skipped naming the column.
+pub const REGISTRY_CELL: usize = 128;
 /// Household members in one visit.
 pub const MEMBERS: usize = 50;
 /// Photos named by one visit.

@@ -20,6 +20,7 @@ use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use huikan_shared::ids::DivisionPrefix;
+use huikan_shared::limits;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -30,8 +31,6 @@ use zip::write::SimpleFileOptions;
 
 use super::signing::Signer;
 use super::{Chained, Entry};
-use huikan_shared::limits;
-
 use crate::append_audit;
 use crate::auth::Caller;
 use crate::db::BeginWrite;

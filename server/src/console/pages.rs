@@ -6,13 +6,12 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, FixedOffset};
+use huikan_shared::limits;
 use maud::html;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Lang, Session, error_page, layout};
-use huikan_shared::limits;
-
 use crate::http::AppState;
 use crate::http::json::ApiForm;
 use crate::http::page::{ApiQuery, PageQuery};

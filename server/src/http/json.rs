@@ -9,6 +9,8 @@ use serde_json::Value;
 
 use crate::error::AppError;
 
+pub use huikan_shared::de::present;
+
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
@@ -67,8 +69,6 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
         }
     })
 }
-
-pub use huikan_shared::de::present;
 
 fn parse_typed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     if bytes.is_empty() {

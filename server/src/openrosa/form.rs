@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use huikan_shared::PhotoKind;
@@ -20,6 +20,7 @@ use crate::auth::Role;
 use crate::campaigns::Campaign;
 use crate::error::AppError;
 use crate::http::AppState;
+use crate::http::page::ApiQuery;
 use crate::on_pool;
 
 /// Bumped whenever the generated form changes for the same campaign, so phones take the new one.
@@ -52,13 +53,11 @@ pub struct FormListQuery {
 pub async fn form_list(
     State(state): State<AppState>,
     client: OpenRosaCaller,
-    Query(query): Query<FormListQuery>,
+    query: Result<ApiQuery<FormListQuery>, AppError>,
 ) -> Result<Response, OpenRosaError> {
     client.require(FORM_READERS)?;
-    if let Some(wanted) = &query.form_id {
-        limits::check(wanted, limits::QUERY_VALUE)
-            .map_err(|e| OpenRosaError(AppError::invalid_query(format!("formID: {e}"))))?;
-    }
+    // The API's query checks, answered as an OpenRosaResponse.
+    let ApiQuery(query) = query?;
     let mut xml = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<xforms xmlns=\"http://openrosa.org/xforms/xformsList\">\n",
     );
@@ -646,4 +645,3 @@ pub fn xform(campaign: &Campaign) -> String {
         body = b.body,
     )
 }
-use huikan_shared::limits;

@@ -240,12 +240,11 @@ impl IntoResponse for OpenRosaError {
     fn into_response(self) -> Response {
         let problem = self.0.into_problem();
         let mut response = message_response(problem.status(), "error", &problem.detail);
+        crate::error::set_retry_after(&problem, &mut response);
         let headers = response.headers_mut();
         if let Ok(code) = HeaderValue::from_str(problem.code) {
             headers.insert("x-huikan-problem", code);
         }
-        crate::error::set_retry_after(&problem, &mut response);
-        let headers = response.headers_mut();
         if problem.status == 401 {
             headers.insert(
                 header::WWW_AUTHENTICATE,

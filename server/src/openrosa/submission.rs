@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use huikan_shared::Sha256Hex;
+use huikan_shared::limits;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -618,4 +619,3 @@ fn geopoint(point: &str) -> Result<Value, OpenRosaError> {
         ))),
     }
 }
-use huikan_shared::limits;

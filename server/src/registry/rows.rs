@@ -34,10 +34,6 @@ pub enum Column {
     WaterSource,
 }
 
-/// The longest cell a registry row may hold, in characters: names, places and codes are all far
-/// shorter; a longer cell is a broken or hostile file, and its row is skipped naming the column.
-pub const REGISTRY_CELL: usize = 128;
-
 pub const COLUMNS: [(Column, &str, &str, bool); 23] = [
     (Column::HouseholdId, "户编号", "household_id", true),
     (Column::VillageCode, "村代码", "village_code", true),
@@ -276,7 +272,7 @@ fn english(column: Column) -> &'static str {
 pub fn parse_row(raw: &RawRow) -> Result<MemberRow, String> {
     // Checked first, so that no message below quotes an over-long cell.
     for (column, value) in &raw.cells {
-        if let Err(e) = limits::check(value.trim(), REGISTRY_CELL) {
+        if let Err(e) = limits::check(value.trim(), limits::REGISTRY_CELL) {
             return Err(format!(
                 "{}过长 ({}: {e})",
                 RawRow::header(*column),
