@@ -45,10 +45,21 @@ impl Kind {
             // Small enough that a batch's transaction, which holds SQLite's one writer, stays
             // short beside the requests waiting for it; large enough that a county's
             // re-reconciliation is hundreds of transactions, not tens of thousands.
-            Kind::Reconcile => 32,
+            Kind::Reconcile => 64,
             // Each visit's photos are looked up in the near-duplicate index: a few at a time.
             Kind::CheckPhotos => 4,
             Kind::ProcessPhoto => 1,
+        }
+    }
+
+    /// After a batch of this kind that did not fill, the worker waits this long before claiming
+    /// again, so that what is enqueued meanwhile runs together: under a steady stream of visits,
+    /// a few large reconciliation transactions a second instead of one per handful of visits,
+    /// which leaves SQLite's one writer to the visits coming in.
+    fn gather(self) -> Duration {
+        match self {
+            Kind::Reconcile => Duration::from_millis(250),
+            Kind::CheckPhotos | Kind::ProcessPhoto => Duration::ZERO,
         }
     }
 
@@ -243,11 +254,19 @@ async fn work(state: AppState, settings: Settings, name: String) {
         let woken = state.jobs.0.notified();
         match claim(&state, &settings, &name).await {
             Ok(mut jobs) if !jobs.is_empty() => {
-                let batches = Kind::parse(&jobs[0].kind).is_some_and(|k| k.batch() > 1);
-                if batches {
-                    handle_batch(&state, &settings, &name, jobs).await;
-                } else if let Some(job) = jobs.pop() {
-                    handle(&state, &settings, &name, job).await;
+                match Kind::parse(&jobs[0].kind) {
+                    Some(kind) if kind.batch() > 1 => {
+                        let filled = jobs.len() as i64 >= kind.batch();
+                        handle_batch(&state, &settings, &name, jobs).await;
+                        if !filled {
+                            tokio::time::sleep(kind.gather()).await;
+                        }
+                    }
+                    _ => {
+                        if let Some(job) = jobs.pop() {
+                            handle(&state, &settings, &name, job).await;
+                        }
+                    }
                 }
                 continue;
             }

@@ -537,6 +537,7 @@ async fn reconcile_stored(
 
     let dialect = state.db.dialect();
     let now = crate::db::now();
+    let writing = std::time::Instant::now();
     on_pool!(&state.db.write, |p| {
         let mut tx = p.begin_write().await?;
         let mut entries = Vec::new();
@@ -661,6 +662,8 @@ async fn reconcile_stored(
         tx.commit().await?;
         Ok::<_, AppError>(())
     })?;
+    // How long the findings held the database's writer (SQLite has one), beside the visits.
+    metrics::histogram!("reconcile_write_seconds").record(writing.elapsed());
     Ok(claim.is_some())
 }
 

@@ -69,7 +69,10 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Pending>) {
         metrics::histogram!("submission_group_size").record(group.len() as f64);
         let (items, replies): (Vec<Incoming>, Vec<_>) =
             group.into_iter().map(|p| (p.item, p.reply)).unzip();
-        match ingest(&db, &items).await {
+        let storing = std::time::Instant::now();
+        let stored = ingest(&db, &items).await;
+        metrics::histogram!("submission_group_commit_seconds").record(storing.elapsed());
+        match stored {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
