@@ -153,4 +153,9 @@ pub struct S3Config {
         default_value_t = false
     )]
     pub s3_checksums_when_required: bool,
+
+    /// How long a read from S3 may wait for its next bytes before the request fails (503): a
+    /// store that stops answering mid-transfer must not hold an upload or an export forever.
+    #[arg(long, env = "HUIKAN_S3_READ_TIMEOUT_SECS", default_value_t = 60)]
+    pub s3_read_timeout_secs: u64,
 }

@@ -113,6 +113,10 @@ impl TestServer {
         ];
         let mut database = None;
         if backend == Backend::PostgresS3 {
+            if s3.is_some() {
+                // The test may stop its S3 server: a read waiting on it gives up in seconds.
+                env.push(("HUIKAN_S3_READ_TIMEOUT_SECS".to_owned(), "5".to_owned()));
+            }
             let Some(endpoint) = s3.or_else(|| std::env::var("HUIKAN_TEST_S3_ENDPOINT").ok())
             else {
                 return unavailable("an S3 server (HUIKAN_TEST_S3_ENDPOINT)");

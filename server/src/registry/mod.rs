@@ -2,9 +2,7 @@
 //! `huikan registry import`), the delta feed phones pull before walking out of signal, and one
 //! household read within the caller's scope.
 
-mod file;
 mod import;
-mod rows;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -20,6 +18,9 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 pub use import::{ImportReport, import_file};
+
+use huikan_registry_file as file;
+use huikan_registry_file::rows;
 
 use crate::auth::{Caller, Role};
 use crate::blobs::with_drained_body;

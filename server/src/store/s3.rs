@@ -37,11 +37,12 @@ impl S3Store {
             .endpoint_url(endpoint)
             .force_path_style(true)
             // A store that stops answering is a 503 within seconds, not a request hanging:
-            // connecting is quick or failed; a read may wait while a large object streams.
+            // connecting is quick or failed; a read may wait (a minute by default) while a
+            // large object is taken in.
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))
-                    .read_timeout(Duration::from_secs(60))
+                    .read_timeout(Duration::from_secs(config.s3_read_timeout_secs))
                     .build(),
             );
         if config.s3_checksums_when_required {

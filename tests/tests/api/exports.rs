@@ -39,7 +39,7 @@ async fn export(server: &TestServer, request: Value, query: &str) -> PathBuf {
 }
 
 /// `huikan verify-bundle` on `bundle`: (succeeded, what it printed).
-fn verify_bundle(bundle: &Path, extra: &[&str]) -> (bool, String) {
+pub(super) fn verify_bundle(bundle: &Path, extra: &[&str]) -> (bool, String) {
     let output = std::process::Command::new(binary())
         .arg("verify-bundle")
         .arg(bundle)

@@ -1,5 +1,6 @@
-//! What the server stands on failing under it: the disk filling while photos spool, and the
-//! database dropping every connection under load. Each is a clear 503/507 problem with
+//! What the server stands on failing under it: the disk filling while photos spool, the
+//! database dropping every connection under load, and the S3 photo store going away before an
+//! upload or hanging in the middle of an export. Each is a clear 503/507 problem with
 //! `Retry-After`, never a 500; nothing acknowledged is lost; and the server recovers by itself.
 
 use std::path::{Path, PathBuf};
@@ -251,6 +252,18 @@ impl OwnS3 {
         panic!("moto did not answer on port {}", self.port);
     }
 
+    /// Freezes the S3 server (SIGSTOP): connections are still accepted by the kernel, but
+    /// nothing answers, as when the store hangs or the network to it stalls.
+    fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().and_then(|c| c.id()).expect("moto runs");
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
     async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
@@ -303,4 +316,71 @@ async fn the_photo_store_stopping_is_503_and_recovers() {
     let stored = field.put_blob(&sha, photo).await;
     assert_eq!(stored.status(), 201, "{}", stored.text().await.unwrap());
     assert_eq!(field.head(&format!("/v1/blobs/{sha}")).await.status(), 200);
+}
+
+/// The S3 server hangs while an export streams the household's photos: the download breaks off
+/// (within the S3 read timeout), so no client takes a short bundle for a whole one, and huikan
+/// keeps serving; once the store answers again the same export is whole and verifies offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_photo_store_hanging_mid_export_breaks_the_download_off() {
+    let Some(s3) = OwnS3::start().await else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let Some(server) = TestServer::start_in(Backend::PostgresS3, data, Some(s3.endpoint())).await
+    else {
+        return;
+    };
+    let field = server.user("field_staff", &["410327101001"]).await;
+    let photos: Vec<(String, Vec<u8>)> = (0..8)
+        .map(|i| {
+            let photo = jpeg_of_about(3_000_000, 40 + i);
+            (sha256_hex(&photo), photo)
+        })
+        .collect();
+    for (sha, photo) in &photos {
+        assert_eq!(field.put_blob(sha, photo.clone()).await.status(), 201);
+    }
+    let named: Vec<(&str, &str)> = photos
+        .iter()
+        .map(|(sha, _)| (sha.as_str(), "housing_exterior"))
+        .collect();
+    let posted = field
+        .post_json("/v1/submissions", &visit("4103271010010001", &named))
+        .await;
+    assert_eq!(posted.status(), 201);
+    let auditor = server.user("auditor", &[]).await;
+    let request = serde_json::json!({"household_id": "4103271010010001"});
+
+    let mut download = auditor.post_json("/v1/audit/exports", &request).await;
+    assert_eq!(download.status(), 200);
+    let mut received = download.chunk().await.unwrap().map_or(0, |c| c.len());
+    s3.freeze(true);
+    let started = Instant::now();
+    let broke_off = loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(90), download.chunk())
+            .await
+            .expect("the download neither ended nor broke off");
+        match chunk {
+            Ok(Some(chunk)) => received += chunk.len(),
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    let waited = started.elapsed();
+    s3.freeze(false);
+    assert!(
+        broke_off,
+        "the download ended as if whole after {received} bytes with the photo store hung"
+    );
+    eprintln!("broke off after {received} bytes, {waited:?} after the store hung");
+    assert_eq!(server.anonymous().get("/healthz").await.status(), 200);
+
+    let whole = auditor.post_json("/v1/audit/exports", &request).await;
+    assert_eq!(whole.status(), 200);
+    let bundle = server.data_dir().join("after-the-store-returned.zip");
+    std::fs::write(&bundle, whole.bytes().await.unwrap()).unwrap();
+    let (ok, printed) = super::exports::verify_bundle(&bundle, &[]);
+    assert!(ok, "{printed}");
+    assert!(printed.contains("1 visits, 8 photos"), "{printed}");
 }

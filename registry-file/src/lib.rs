@@ -1,20 +1,23 @@
-//! Reading a registry file row by row, never whole: CSV in UTF-8 (with or without BOM) or GBK,
-//! detected from the bytes, or the first sheet of an `.xlsx`. Runs on a blocking thread.
+//! Reading the county's household registry file row by row, never whole: CSV in UTF-8 (with or
+//! without BOM) or GBK, detected from the bytes, or the first sheet of an `.xlsx`. Blocking: the
+//! server runs it on a blocking thread.
+
+pub mod rows;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io::Read;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::rc::Rc;
 
-use calamine::{DataRef, Reader, Xlsx, open_workbook};
+use calamine::{DataRef, Reader, Xlsx};
 use huikan_shared::geo;
 use huikan_shared::submission::Datum;
 
-use super::rows::{Column, MemberRow, RawRow, map_headers, parse_row};
+use rows::{Column, MemberRow, RawRow, map_headers, parse_row};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+enum Format {
     Csv,
     Xlsx,
 }
@@ -33,20 +36,31 @@ pub enum Item {
 /// Hands on one data row: its number and its cells by column.
 type EmitRow<'a> = dyn FnMut(u64, Vec<(Column, &str)>) + 'a;
 
-/// An `.xlsx` is a ZIP; anything else is taken as CSV.
-pub fn detect_format(path: &Path) -> std::io::Result<Format> {
-    let mut magic = [0u8; 4];
-    let n = std::fs::File::open(path)?.read(&mut magic)?;
-    Ok(if n == 4 && magic == *b"PK\x03\x04" {
+/// An `.xlsx` is a ZIP; anything else is taken as CSV. Leaves `source` at its start.
+fn detect_format<R: Read + Seek>(source: &mut R) -> std::io::Result<Format> {
+    let mut magic = Vec::with_capacity(4);
+    source.by_ref().take(4).read_to_end(&mut magic)?;
+    source.seek(SeekFrom::Start(0))?;
+    Ok(if magic == b"PK\x03\x04" {
         Format::Xlsx
     } else {
         Format::Csv
     })
 }
 
-/// Reads every data row of the file, handing each to `sink`. Fails (naming what) only when the
-/// file as a whole cannot be read: an unreadable file or missing required columns.
+/// Reads every data row of the file at `path`, handing each to `sink`. Fails (naming what) only
+/// when the file as a whole cannot be read: an unreadable file or missing required columns.
 pub fn read(path: &Path, datum: Datum, sink: &mut dyn FnMut(Item)) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    read_from(BufReader::with_capacity(256 * 1024, file), datum, sink)
+}
+
+/// As [`read`], from any seekable source (a file, or bytes in memory).
+pub fn read_from<R: Read + Seek>(
+    mut source: R,
+    datum: Datum,
+    sink: &mut dyn FnMut(Item),
+) -> Result<(), String> {
     let mut emit = |row: u64, cells: Vec<(Column, &str)>| {
         if cells.iter().all(|(_, v)| v.trim().is_empty()) {
             return; // blank lines and rows are not data
@@ -76,19 +90,21 @@ pub fn read(path: &Path, datum: Datum, sink: &mut dyn FnMut(Item)) -> Result<(),
             }
         }
     };
-    match detect_format(path).map_err(|e| format!("cannot read the file: {e}"))? {
-        Format::Csv => read_csv(path, &mut emit),
-        Format::Xlsx => read_xlsx(path, &mut emit),
+    let unreadable = |e: std::io::Error| format!("cannot read the file: {e}");
+    match detect_format(&mut source).map_err(unreadable)? {
+        Format::Csv => read_csv(source, &mut emit),
+        Format::Xlsx => read_xlsx(source, &mut emit),
     }
 }
 
 /// UTF-8 if the file says so with a BOM or its start is valid UTF-8; GBK otherwise (the
-/// national system's CSV export).
-fn sniff_encoding(path: &Path) -> std::io::Result<&'static encoding_rs::Encoding> {
+/// national system's CSV export). Leaves `source` at its start.
+fn sniff_encoding<R: Read + Seek>(
+    source: &mut R,
+) -> std::io::Result<&'static encoding_rs::Encoding> {
     let mut head = Vec::with_capacity(64 * 1024);
-    std::fs::File::open(path)?
-        .take(64 * 1024)
-        .read_to_end(&mut head)?;
+    source.by_ref().take(64 * 1024).read_to_end(&mut head)?;
+    source.seek(SeekFrom::Start(0))?;
     let utf8 = match std::str::from_utf8(&head) {
         Ok(_) => true,
         // Cut mid-character at the end of the sample: still UTF-8.
@@ -124,13 +140,12 @@ impl<R: Read> Read for LineCounter<R> {
     }
 }
 
-fn read_csv(path: &Path, emit: &mut EmitRow) -> Result<(), String> {
-    let encoding = sniff_encoding(path).map_err(|e| format!("cannot read the file: {e}"))?;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+fn read_csv<R: Read + Seek>(mut source: R, emit: &mut EmitRow) -> Result<(), String> {
+    let encoding = sniff_encoding(&mut source).map_err(|e| format!("cannot read the file: {e}"))?;
     let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
         .encoding(Some(encoding))
         .bom_sniffing(true)
-        .build(std::io::BufReader::with_capacity(256 * 1024, file));
+        .build(source);
     let newlines = Rc::new(RefCell::new(VecDeque::new()));
     let counted = LineCounter {
         inner: decoded,
@@ -194,9 +209,8 @@ fn cell_text(value: &DataRef) -> String {
     }
 }
 
-fn read_xlsx(path: &Path, emit: &mut EmitRow) -> Result<(), String> {
-    let mut workbook: Xlsx<_> =
-        open_workbook(path).map_err(|e| format!("not a readable .xlsx file: {e}"))?;
+fn read_xlsx<R: Read + Seek>(source: R, emit: &mut EmitRow) -> Result<(), String> {
+    let mut workbook = Xlsx::new(source).map_err(|e| format!("not a readable .xlsx file: {e}"))?;
     let sheet = workbook
         .sheet_names()
         .first()
