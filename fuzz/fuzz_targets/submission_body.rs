@@ -30,5 +30,9 @@ fuzz_target!(|data: &[u8]| {
     // The stored canonical content, hashed again (as an auditor checking an export does),
     // gives the stored hash.
     let stored: Value = serde_json::from_str(&canonical).expect("canonical content is JSON");
-    assert_eq!(content_sha256(&stored).0, hash, "the stored content hashes differently");
+    assert_eq!(
+        content_sha256(&stored).0,
+        hash,
+        "the stored content hashes differently"
+    );
 });

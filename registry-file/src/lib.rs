@@ -117,12 +117,15 @@ fn sniff_encoding<R: Read + Seek>(
     })
 }
 
-/// Notes the offset of every newline in the decoded text, so that a record's end gives the line
-/// a clerk's editor shows it on: the csv crate's own line count differs between `\n` and
-/// `\r\n` files and skips blank lines.
+/// Notes the offset of every line break in the decoded text, so that a record's end gives the
+/// line a clerk's editor shows it on: the csv crate's own line count differs between `\n` and
+/// `\r\n` files and skips blank lines. A line ends, as for the csv crate, at `\n`, `\r\n` or a
+/// lone `\r` (old Mac exports); `\r\n` is noted at its `\n`.
 struct LineCounter<R> {
     inner: R,
     read: u64,
+    /// A `\r` seen last, not yet known to be lone or the start of `\r\n`.
+    carriage_return: Option<u64>,
     newlines: Rc<RefCell<VecDeque<u64>>>,
 }
 
@@ -131,9 +134,22 @@ impl<R: Read> Read for LineCounter<R> {
         let n = self.inner.read(buf)?;
         let mut newlines = self.newlines.borrow_mut();
         for (i, b) in buf[..n].iter().enumerate() {
-            if *b == b'\n' {
-                newlines.push_back(self.read + i as u64);
+            let at = self.read + i as u64;
+            if let Some(cr) = self.carriage_return.take()
+                && *b != b'\n'
+            {
+                newlines.push_back(cr);
             }
+            match b {
+                b'\n' => newlines.push_back(at),
+                b'\r' => self.carriage_return = Some(at),
+                _ => {}
+            }
+        }
+        if n == 0
+            && let Some(cr) = self.carriage_return.take()
+        {
+            newlines.push_back(cr);
         }
         self.read += n as u64;
         Ok(n)
@@ -150,6 +166,7 @@ fn read_csv<R: Read + Seek>(mut source: R, emit: &mut EmitRow) -> Result<(), Str
     let counted = LineCounter {
         inner: decoded,
         read: 0,
+        carriage_return: None,
         newlines: newlines.clone(),
     };
     let mut csv = csv::ReaderBuilder::new()
@@ -313,6 +330,16 @@ mod tests {
         );
         let rows = rows_of(text.as_bytes());
         assert_eq!((rows[0].0, rows[1].0), (2, 4));
+    }
+
+    #[test]
+    fn a_lone_carriage_return_ends_a_line() {
+        let text = format!(
+            "{}h1,410327101001,镇,村,张三,张三,11010519491231002X,户主\rh2,410327101001,镇,村,李四,李四,11010519491231002X,表哥\r\n\rh3,410327101001,镇,村,王五,王五,11010519491231002X,户主\r",
+            HEADER.replace("\r\n", "\r")
+        );
+        let rows: Vec<u64> = rows_of(text.as_bytes()).iter().map(|r| r.0).collect();
+        assert_eq!(rows, [2, 3, 5]);
     }
 
     #[test]
