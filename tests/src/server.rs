@@ -325,6 +325,11 @@ impl TestServer {
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
+
+    /// The process id of the further process started last.
+    pub fn last_process_pid(&self) -> Option<u32> {
+        self.extra.last().and_then(Child::id)
+    }
 }
 
 /// The password of every user the harness creates.

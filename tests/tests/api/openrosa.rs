@@ -14,6 +14,7 @@ backend_tests!(
     a_collect_submission_is_stored_once,
     a_split_submission_is_stored_when_its_last_part_arrives,
     bad_submissions_get_a_clear_openrosa_message,
+    a_30_mb_submission_is_streamed_not_held,
 );
 
 const CAMPAIGN: &str = "2020-lookback-1";
@@ -487,4 +488,84 @@ async fn bad_submissions_get_a_clear_openrosa_message(server: TestServer) {
     )
     .await;
     assert_eq!(server.count("SELECT COUNT(*) FROM submissions").await, 0);
+}
+
+/// Resident memory of a process: (now, peak) in bytes.
+fn memory_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A submission of 30 MB (six 5 MB photos, one per photo question, as a client that does not
+/// split sends it) is streamed part by part to the spool: the peak memory of the process taking
+/// it grows by far less than the body, and every photo is stored and named by the visit. That
+/// process runs no jobs (the first one analyses the photos), so what is measured is the
+/// submission's path alone.
+async fn a_30_mb_submission_is_streamed_not_held(mut server: TestServer) {
+    let field = county(&server).await;
+    let taker = server.process_with(&[("HUIKAN_JOB_WORKERS", "0")]).await;
+    let pid = server.last_process_pid().expect("the second process runs");
+    let collect = Collect::basic(&field.at(&taker));
+    let photos: Vec<(String, Vec<u8>)> = (0..6u64)
+        .map(|i| {
+            (
+                format!("15831153{i:05}.jpg"),
+                jpeg_of_about(5_000_000, 80 + i),
+            )
+        })
+        .collect();
+    let total: usize = photos.iter().map(|(_, bytes)| bytes.len()).sum();
+    assert!(total >= 29_000_000, "{total} bytes");
+    let mut filled = Filled::new(FORM, &version(&collect).await, &format!("{VILLAGE}0003"));
+    filled.photos = [
+        "housing_exterior",
+        "housing_interior",
+        "water_source",
+        "water_storage",
+        "document",
+        "other",
+    ]
+    .into_iter()
+    .zip(photos.iter().map(|(name, _)| name.clone()))
+    .collect();
+    let parts: Vec<(&str, &[u8])> = photos
+        .iter()
+        .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+        .collect();
+
+    let (before, _) = memory_of(pid);
+    let answer = text_of(collect.submit(&filled.xml(), &parts, false).await, 201).await;
+    assert!(answer.contains("nature=\"submit_success\""), "{answer}");
+    let (_, peak) = memory_of(pid);
+    let grown = peak.saturating_sub(before);
+    eprintln!("a {total}-byte submission: peak memory {before} → {peak} bytes (+{grown})");
+    assert!(
+        grown < 16 * 1024 * 1024,
+        "peak memory grew by {grown} bytes for a {total}-byte body"
+    );
+
+    let visit: Value = stored(&field, &filled.instance_id)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let named: Vec<&str> = visit["content"]["photos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["sha256"].as_str().unwrap())
+        .collect();
+    for (_, bytes) in &photos {
+        let sha = sha256_hex(bytes);
+        assert!(named.contains(&sha.as_str()), "{sha} not in {named:?}");
+        assert_eq!(field.head(&format!("/v1/blobs/{sha}")).await.status(), 200);
+    }
 }
