@@ -1,7 +1,8 @@
 //! What the server stands on failing under it: the disk filling while photos spool, the
 //! database dropping every connection under load, and the S3 photo store going away before an
-//! upload or hanging in the middle of an export. Each is a clear 503/507 problem with
-//! `Retry-After`, never a 500; nothing acknowledged is lost; and the server recovers by itself.
+//! upload or hanging in the middle of a resumable upload or of an export. Each is a clear
+//! 503/507 problem with `Retry-After`, never a 500; nothing acknowledged is lost; and the server
+//! recovers by itself.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -383,4 +384,59 @@ async fn the_photo_store_hanging_mid_export_breaks_the_download_off() {
     let (ok, printed) = super::exports::verify_bundle(&bundle, &[]);
     assert!(ok, "{printed}");
     assert!(printed.contains("1 visits, 8 photos"), "{printed}");
+}
+
+/// The S3 server hangs in the middle of a resumable (tus) upload, whose pieces are kept in the
+/// photo store: the PATCH then is 503 `not_ready` and its bytes are not counted; once S3 answers
+/// again the phone asks for the offset, sends the rest from there, and the photo is stored whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_photo_store_hanging_mid_upload_is_503_and_the_upload_resumes() {
+    use super::uploads::{create, location, offset_of, patch};
+
+    let Some(s3) = OwnS3::start().await else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let Some(server) = TestServer::start_in(Backend::PostgresS3, data, Some(s3.endpoint())).await
+    else {
+        return;
+    };
+    let field = server.user("field_staff", &["410327101001"]).await;
+    let photo = jpeg_of_about(3_000_000, 51);
+    let sha = sha256_hex(&photo);
+    let third = photo.len() / 3;
+    let created = create(&field, &sha, photo.len()).await;
+    assert_eq!(created.status(), 201);
+    let upload = location(&created);
+    assert_eq!(
+        patch(&field, &upload, 0, &photo[..third]).await.status(),
+        204
+    );
+
+    s3.freeze(true);
+    let refused = tokio::time::timeout(
+        Duration::from_secs(120),
+        patch(&field, &upload, third, &photo[third..2 * third]),
+    )
+    .await
+    .expect("a PATCH to a hung photo store neither failed nor succeeded");
+    s3.freeze(false);
+    assert!(refused.headers().contains_key("retry-after"));
+    expect_problem(refused, 503, "not_ready").await;
+
+    let offset = offset_of(&field, &upload).await;
+    assert_eq!(offset, third, "the refused piece was counted");
+    assert_eq!(
+        patch(&field, &upload, offset, &photo[offset..])
+            .await
+            .status(),
+        204
+    );
+    // Photos in S3 are read through a presigned redirect.
+    let answer = field.get(&format!("/v1/blobs/{sha}")).await;
+    assert_eq!(answer.status(), 307);
+    let presigned = answer.headers()["location"].to_str().unwrap().to_owned();
+    let stored = reqwest::get(presigned).await.unwrap();
+    assert_eq!(stored.status(), 200);
+    assert_eq!(stored.bytes().await.unwrap().as_ref(), photo.as_slice());
 }

@@ -15,7 +15,7 @@ backend_tests!(
     abandoned_uploads_expire,
 );
 
-async fn create(api: &Api, sha: &str, length: usize) -> Response {
+pub(super) async fn create(api: &Api, sha: &str, length: usize) -> Response {
     api.request(Method::POST, "/v1/uploads/")
         .header("tus-resumable", "1.0.0")
         .header("upload-length", length.to_string())
@@ -32,7 +32,7 @@ async fn create(api: &Api, sha: &str, length: usize) -> Response {
         .unwrap()
 }
 
-async fn patch(api: &Api, location: &str, offset: usize, chunk: &[u8]) -> Response {
+pub(super) async fn patch(api: &Api, location: &str, offset: usize, chunk: &[u8]) -> Response {
     api.request(Method::PATCH, location)
         .header("tus-resumable", "1.0.0")
         .header("content-type", "application/offset+octet-stream")
@@ -43,7 +43,7 @@ async fn patch(api: &Api, location: &str, offset: usize, chunk: &[u8]) -> Respon
         .unwrap()
 }
 
-async fn offset_of(api: &Api, location: &str) -> usize {
+pub(super) async fn offset_of(api: &Api, location: &str) -> usize {
     let head = tus_request(api, Method::HEAD, location).await;
     assert_eq!(head.status(), 200);
     assert_eq!(head.headers()["cache-control"], "no-store");
@@ -75,7 +75,7 @@ async fn recorded(server: &TestServer, url: &str) -> Vec<String> {
         .collect()
 }
 
-fn location(response: &Response) -> String {
+pub(super) fn location(response: &Response) -> String {
     response.headers()["location"].to_str().unwrap().to_owned()
 }
 
