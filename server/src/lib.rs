@@ -121,5 +121,6 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         metrics: http::metrics_handle(),
         near: Arc::default(),
         login_throttle: Arc::new(auth::LoginThrottle::new(config_throttle)),
+        basic_credentials: Arc::default(),
     })
 }

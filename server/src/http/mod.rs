@@ -35,6 +35,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub near: Arc<crate::evidence::index::NearIndex>,
     pub login_throttle: Arc<crate::auth::LoginThrottle>,
+    /// Basic credentials verified lately (OpenRosa clients send them with every request).
+    pub basic_credentials: Arc<crate::openrosa::BasicCache>,
 }
 
 pub fn router(state: AppState) -> Router {

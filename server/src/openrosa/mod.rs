@@ -151,12 +151,8 @@ fn origin(headers: &HeaderMap) -> String {
 const BASIC_TRUSTED_FOR: Duration = Duration::from_secs(300);
 const BASIC_CACHE_MAX: usize = 10_000;
 
-type BasicCache = Mutex<HashMap<[u8; 32], (Caller, Instant)>>;
-
-fn basic_cache() -> &'static BasicCache {
-    static CACHE: std::sync::OnceLock<BasicCache> = std::sync::OnceLock::new();
-    CACHE.get_or_init(Default::default)
-}
+/// Verified Basic credentials by the hash of `username:password`, with when they were checked.
+pub type BasicCache = Mutex<HashMap<[u8; 32], (Caller, Instant)>>;
 
 async fn basic(
     state: &AppState,
@@ -175,7 +171,8 @@ async fn basic(
     let (username, password) = text.split_once(':').ok_or_else(bad)?;
     // Keyed by the credentials' hash, so the cache holds no password.
     let key: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-    if let Some((caller, at)) = basic_cache()
+    if let Some((caller, at)) = state
+        .basic_credentials
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&key)
@@ -184,7 +181,10 @@ async fn basic(
         return Ok(caller.clone());
     }
     let caller = crate::auth::check_password(state, username, password.to_owned(), address).await?;
-    let mut cache = basic_cache().lock().unwrap_or_else(|e| e.into_inner());
+    let mut cache = state
+        .basic_credentials
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     if cache.len() >= BASIC_CACHE_MAX {
         cache.retain(|_, (_, at)| at.elapsed() < BASIC_TRUSTED_FOR);
         if cache.len() >= BASIC_CACHE_MAX {

@@ -14,7 +14,7 @@ backend_tests!(
     a_collect_submission_is_stored_once,
     a_split_submission_is_stored_when_its_last_part_arrives,
     bad_submissions_get_a_clear_openrosa_message,
-    a_30_mb_submission_is_streamed_not_held,
+    a_large_submission_is_streamed_not_held,
 );
 
 const CAMPAIGN: &str = "2020-lookback-1";
@@ -504,26 +504,26 @@ fn memory_of(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// A submission of 30 MB (six 5 MB photos, one per photo question, as a client that does not
+/// A submission of 120 MB (six 20 MB photos, one per photo question, as a client that does not
 /// split sends it) is streamed part by part to the spool: the peak memory of the process taking
-/// it grows by far less than the body, and every photo is stored and named by the visit. That
-/// process runs no jobs (the first one analyses the photos), so what is measured is the
-/// submission's path alone.
-async fn a_30_mb_submission_is_streamed_not_held(mut server: TestServer) {
+/// it grows by a bounded amount, far below the body (on this machine 4–9 MB on the embedded
+/// backend and 19–27 MB on PostgreSQL + S3, the same for bodies of 30 and 60 MB), and every
+/// photo is stored and named by the visit. That process runs no jobs (the first one analyses the
+/// photos), so what is measured is the submission's path alone.
+async fn a_large_submission_is_streamed_not_held(mut server: TestServer) {
     let field = county(&server).await;
     let taker = server.process_with(&[("HUIKAN_JOB_WORKERS", "0")]).await;
     let pid = server.last_process_pid().expect("the second process runs");
     let collect = Collect::basic(&field.at(&taker));
-    let photos: Vec<(String, Vec<u8>)> = (0..6u64)
-        .map(|i| {
-            (
-                format!("15831153{i:05}.jpg"),
-                jpeg_of_about(5_000_000, 80 + i),
-            )
-        })
+    let encoders: Vec<_> = (0..6u64)
+        .map(|i| tokio::task::spawn_blocking(move || jpeg_of_about(20_000_000, 80 + i)))
         .collect();
+    let mut photos: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, encoder) in encoders.into_iter().enumerate() {
+        photos.push((format!("15831153{i:05}.jpg"), encoder.await.unwrap()));
+    }
     let total: usize = photos.iter().map(|(_, bytes)| bytes.len()).sum();
-    assert!(total >= 29_000_000, "{total} bytes");
+    assert!(total >= 115_000_000, "{total} bytes");
     let mut filled = Filled::new(FORM, &version(&collect).await, &format!("{VILLAGE}0003"));
     filled.photos = [
         "housing_exterior",
@@ -541,6 +541,19 @@ async fn a_30_mb_submission_is_streamed_not_held(mut server: TestServer) {
         .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
         .collect();
 
+    // A small submission first, so that what the process sets up on first use (database and S3
+    // connections, buffers) is in the baseline.
+    let mut warm_up = Filled::new(FORM, &filled.version, &format!("{VILLAGE}0002"));
+    warm_up.photos = vec![("housing_exterior", "warm-up.jpg".to_owned())];
+    let small = small_jpeg(79);
+    text_of(
+        collect
+            .submit(&warm_up.xml(), &[("warm-up.jpg", &small)], false)
+            .await,
+        201,
+    )
+    .await;
+
     let (before, _) = memory_of(pid);
     let answer = text_of(collect.submit(&filled.xml(), &parts, false).await, 201).await;
     assert!(answer.contains("nature=\"submit_success\""), "{answer}");
@@ -548,7 +561,7 @@ async fn a_30_mb_submission_is_streamed_not_held(mut server: TestServer) {
     let grown = peak.saturating_sub(before);
     eprintln!("a {total}-byte submission: peak memory {before} → {peak} bytes (+{grown})");
     assert!(
-        grown < 16 * 1024 * 1024,
+        grown < total as u64 / 3,
         "peak memory grew by {grown} bytes for a {total}-byte body"
     );
 
