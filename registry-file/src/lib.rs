@@ -51,7 +51,7 @@ fn detect_format<R: Read + Seek>(source: &mut R) -> std::io::Result<Format> {
 /// Reads every data row of the file at `path`, handing each to `sink`. Fails (naming what) only
 /// when the file as a whole cannot be read: an unreadable file or missing required columns.
 pub fn read(path: &Path, datum: Datum, sink: &mut dyn FnMut(Item)) -> Result<(), String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let file = std::fs::File::open(path).map_err(unreadable)?;
     read_from(BufReader::with_capacity(256 * 1024, file), datum, sink)
 }
 
@@ -90,11 +90,14 @@ pub fn read_from<R: Read + Seek>(
             }
         }
     };
-    let unreadable = |e: std::io::Error| format!("cannot read the file: {e}");
     match detect_format(&mut source).map_err(unreadable)? {
         Format::Csv => read_csv(source, &mut emit),
         Format::Xlsx => read_xlsx(source, &mut emit),
     }
+}
+
+fn unreadable(e: std::io::Error) -> String {
+    format!("cannot read the file: {e}")
 }
 
 /// UTF-8 if the file says so with a BOM or its start is valid UTF-8; GBK otherwise (the
@@ -157,7 +160,7 @@ impl<R: Read> Read for LineCounter<R> {
 }
 
 fn read_csv<R: Read + Seek>(mut source: R, emit: &mut EmitRow) -> Result<(), String> {
-    let encoding = sniff_encoding(&mut source).map_err(|e| format!("cannot read the file: {e}"))?;
+    let encoding = sniff_encoding(&mut source).map_err(unreadable)?;
     let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
         .encoding(Some(encoding))
         .bom_sniffing(true)

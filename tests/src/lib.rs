@@ -12,6 +12,24 @@ pub mod visits;
 
 pub use api::Api;
 
+/// A process's resident memory now and at its peak, in bytes, from `/proc/PID/status` (Linux);
+/// `pid` 0 is this process.
+pub fn memory_of(pid: u32) -> Option<(u64, u64)> {
+    let path = match pid {
+        0 => "/proc/self/status".to_owned(),
+        pid => format!("/proc/{pid}/status"),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// The `p`th percentile (0–100) of `values`, by nearest rank; NaN when there are none.
 pub fn percentile(values: &[f64], p: f64) -> f64 {
     let mut sorted = values.to_vec();

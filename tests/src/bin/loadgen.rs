@@ -175,12 +175,9 @@ fn reset_peak_rss(pid: u32) {
     }
 }
 
-/// Peak resident memory of a process in MiB, from /proc (Linux).
+/// Peak resident memory of a process in MiB.
 fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    huikan_tests::memory_of(pid).map(|(_, peak)| peak as f64 / (1024.0 * 1024.0))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -99,14 +99,7 @@ async fn all_hashes(db: &Db) -> anyhow::Result<Vec<(i64, PhotoHashes)>> {
 
 /// This process's resident memory, in bytes.
 fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    huikan_tests::memory_of(0).map_or(0, |(resident, _)| resident)
 }
 
 fn random_photo(rng: &mut impl Rng) -> PhotoHashes {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use huikan_tests::api::expect_problem;
 use huikan_tests::photos::{jpeg_of_about, sha256_hex};
 use huikan_tests::visits::visit;
-use huikan_tests::{Backend, TestServer, backend_tests};
+use huikan_tests::{Api, Backend, TestServer, backend_tests};
 use serde_json::Value;
 
 backend_tests!(a_full_disk_is_507_and_clears_when_space_returns);
@@ -272,20 +272,24 @@ impl OwnS3 {
     }
 }
 
+/// A PostgreSQL + S3 server on an S3 server of the test's own, and a field worker of the first
+/// village; none where the backends cannot be had (a failure under CI).
+async fn on_own_s3() -> Option<(OwnS3, TestServer, Api)> {
+    let s3 = OwnS3::start().await?;
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(Backend::PostgresS3, data, Some(s3.endpoint())).await?;
+    let field = server.user("field_staff", &["410327101001"]).await;
+    Some((s3, server, field))
+}
+
 /// The S3 server goes away: photo uploads and reads are 503 `not_ready` naming the photo store,
 /// within seconds, and nothing is acknowledged; when it is back (a new, empty one, whose bucket is
 /// made again), the same upload succeeds without restarting huikan.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_photo_store_stopping_is_503_and_recovers() {
-    let Some(mut s3) = OwnS3::start().await else {
+    let Some((mut s3, server, field)) = on_own_s3().await else {
         return;
     };
-    let data = tempfile::tempdir().unwrap();
-    let Some(server) = TestServer::start_in(Backend::PostgresS3, data, Some(s3.endpoint())).await
-    else {
-        return;
-    };
-    let field = server.user("field_staff", &["410327101001"]).await;
     let photo = jpeg_of_about(1_000_000, 7);
     let sha = sha256_hex(&photo);
 
@@ -324,15 +328,9 @@ async fn the_photo_store_stopping_is_503_and_recovers() {
 /// keeps serving; once the store answers again the same export is whole and verifies offline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_photo_store_hanging_mid_export_breaks_the_download_off() {
-    let Some(s3) = OwnS3::start().await else {
+    let Some((s3, server, field)) = on_own_s3().await else {
         return;
     };
-    let data = tempfile::tempdir().unwrap();
-    let Some(server) = TestServer::start_in(Backend::PostgresS3, data, Some(s3.endpoint())).await
-    else {
-        return;
-    };
-    let field = server.user("field_staff", &["410327101001"]).await;
     let photos: Vec<(String, Vec<u8>)> = (0..8)
         .map(|i| {
             let photo = jpeg_of_about(3_000_000, 40 + i);
@@ -393,15 +391,9 @@ async fn the_photo_store_hanging_mid_export_breaks_the_download_off() {
 async fn the_photo_store_hanging_mid_upload_is_503_and_the_upload_resumes() {
     use super::uploads::{create, location, offset_of, patch};
 
-    let Some(s3) = OwnS3::start().await else {
+    let Some((s3, _server, field)) = on_own_s3().await else {
         return;
     };
-    let data = tempfile::tempdir().unwrap();
-    let Some(server) = TestServer::start_in(Backend::PostgresS3, data, Some(s3.endpoint())).await
-    else {
-        return;
-    };
-    let field = server.user("field_staff", &["410327101001"]).await;
     let photo = jpeg_of_about(3_000_000, 51);
     let sha = sha256_hex(&photo);
     let third = photo.len() / 3;

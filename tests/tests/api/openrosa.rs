@@ -5,7 +5,7 @@ use huikan_tests::county::{define_campaign, import_registry};
 use huikan_tests::openrosa::{Collect, Filled, element, elements};
 use huikan_tests::photos::{jpeg_of_about, sha256_hex, small_jpeg};
 use huikan_tests::registry::village;
-use huikan_tests::{Api, TestServer, backend_tests};
+use huikan_tests::{Api, TestServer, backend_tests, memory_of};
 use serde_json::Value;
 
 backend_tests!(
@@ -490,20 +490,6 @@ async fn bad_submissions_get_a_clear_openrosa_message(server: TestServer) {
     assert_eq!(server.count("SELECT COUNT(*) FROM submissions").await, 0);
 }
 
-/// Resident memory of a process: (now, peak) in bytes.
-fn memory_of(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
-            .map(|kib| kib * 1024)
-            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// A submission of 120 MB (six 20 MB photos, one per photo question, as a client that does not
 /// split sends it) is streamed part by part to the spool: the peak memory of the process taking
 /// it grows by a bounded amount, far below the body (on this machine 4–9 MB on the embedded
@@ -554,10 +540,10 @@ async fn a_large_submission_is_streamed_not_held(mut server: TestServer) {
     )
     .await;
 
-    let (before, _) = memory_of(pid);
+    let (before, _) = memory_of(pid).expect("the taking process's memory");
     let answer = text_of(collect.submit(&filled.xml(), &parts, false).await, 201).await;
     assert!(answer.contains("nature=\"submit_success\""), "{answer}");
-    let (_, peak) = memory_of(pid);
+    let (_, peak) = memory_of(pid).expect("the taking process's memory");
     let grown = peak.saturating_sub(before);
     eprintln!("a {total}-byte submission: peak memory {before} → {peak} bytes (+{grown})");
     assert!(
