@@ -40,9 +40,12 @@ const MAX_NODES: u32 = 20_000;
 /// Names derived UUIDs of instance ids that are not `uuid:<uuid>` (a UUID v5 namespace).
 const INSTANCE_NAMESPACE: Uuid = Uuid::from_u128(0x6875_696b_616e_0001_8000_6f70_656e_726f);
 
-/// What a client may send in one request: Collect fills a request up to this before splitting.
+/// What a client may send in one request: a whole visit, every photo question at the photo
+/// limit plus the instance. Photos are streamed, so a large request costs no memory, and a visit
+/// that fits one request is never split: Enketo's batches carry no `*isIncomplete*` mark, so a
+/// split visit would be stored from its first batch (its later photos are then `late_photos`).
 fn accept_content_length(state: &AppState) -> u64 {
-    state.config.max_photo_bytes
+    form::PHOTOS.len() as u64 * state.config.max_photo_bytes + MAX_INSTANCE_BYTES as u64
 }
 
 /// `HEAD …/submission`: Collect asks first, to authenticate and learn the size limit.
@@ -100,6 +103,22 @@ pub async fn submit(
             .execute(&mut *tx)
             .await?;
         }
+        // An edit keeps the photos of the instance it edits that it does not send again:
+        // Enketo edits a visit without its photo files, which stay on the server.
+        if let Some(edited) = &instance.deprecated_id {
+            sqlx::query(
+                "INSERT INTO openrosa_media (submitted_by, instance_id, filename, sha256, received_at)
+                 SELECT submitted_by, $1, filename, sha256, $2 FROM openrosa_media
+                 WHERE submitted_by = $3 AND instance_id = $4
+                 ON CONFLICT (submitted_by, instance_id, filename) DO NOTHING",
+            )
+            .bind(&instance.instance_id)
+            .bind(now)
+            .bind(submitted_by)
+            .bind(edited)
+            .execute(&mut *tx)
+            .await?;
+        }
         let staged = sqlx::query_as(
             "SELECT filename, sha256 FROM openrosa_media WHERE submitted_by = $1 AND instance_id = $2",
         )
@@ -125,23 +144,25 @@ pub async fn submit(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(limits::NAME).collect::<String>());
-    let (visit, missing) = instance.visit_json(&media, app_version)?;
-    let item =
-        Incoming::prepare(&visit, client.caller.user_id, &client.caller.username).map_err(|p| {
-            OpenRosaError(AppError::problem(
-                "invalid_body",
-                format!("the form's answers do not make a visit: {}", p.detail),
-            ))
-        })?;
-    let (submission_id, household_id) = (item.submission_id, item.household_id.clone());
-    let outcome = state.submissions.submit(item).await?;
+    let (visit, missing) = instance.visit_json(&media, app_version.clone())?;
+    let mut item = prepare(&visit, &client)?;
+    let mut edits = instance.deprecated_id.clone();
+    let mut outcome = state.submissions.submit(item.clone()).await?;
+    if matches!(outcome, Outcome::Conflict(_))
+        && let Some(version) = late_photos(&state, &client, &instance, &media, &item).await?
+    {
+        edits = Some(instance.instance_id.clone());
+        item = version;
+        outcome = state.submissions.submit(item.clone()).await?;
+    }
     crate::submissions::record(&outcome);
+    let (submission_id, household_id) = (item.submission_id, item.household_id);
     match outcome {
         Outcome::Created(_) | Outcome::Replayed(_) => {
             if matches!(outcome, Outcome::Created(_)) {
                 state.jobs.notify();
             }
-            link_instance(&state, submission_id, &instance, now).await?;
+            link_instance(&state, submission_id, &instance, edits, now).await?;
             let mut message = format!("已收到：户 {household_id} 的走访（{submission_id}）");
             if !missing.is_empty() {
                 tracing::warn!(%submission_id, ?missing, "an OpenRosa visit came without some of its photos");
@@ -164,11 +185,79 @@ pub async fn submit(
     }
 }
 
+fn prepare(visit: &Value, client: &OpenRosaCaller) -> Result<Incoming, OpenRosaError> {
+    Incoming::prepare(visit, client.caller.user_id, &client.caller.username).map_err(|p| {
+        OpenRosaError(AppError::problem(
+            "invalid_body",
+            format!("the form's answers do not make a visit: {}", p.detail),
+        ))
+    })
+}
+
+/// Photos that came after their visit was stored: a complete request for an instance already
+/// stored by the same caller, with the same answers, bringing photos the stored visit lacks.
+/// Enketo sends a visit too large for one request in batches, each with the whole instance and
+/// some photos and none marked incomplete, so its first batch is stored as the visit. A stored
+/// visit is never altered: the visit with every photo received is a new version, under an id
+/// derived from the instance and its photos (so a resend finds it), recorded as editing the
+/// instance, and the household's current visit. `None`: a real conflict.
+async fn late_photos(
+    state: &AppState,
+    client: &OpenRosaCaller,
+    instance: &Instance,
+    media: &HashMap<String, String>,
+    whole: &Incoming,
+) -> Result<Option<Incoming>, OpenRosaError> {
+    let first = instance.submission_id();
+    let user = client.caller.user_id;
+    let (stored, stored_photos): (Option<String>, Vec<String>) = on_pool!(&state.db.read, |p| {
+        let stored = sqlx::query_scalar(
+            "SELECT content_sha256 FROM submissions WHERE submission_id = $1 AND submitted_by = $2",
+        )
+        .bind(first)
+        .bind(user)
+        .fetch_optional(p)
+        .await?;
+        let photos =
+            sqlx::query_scalar("SELECT sha256 FROM submission_photos WHERE submission_id = $1")
+                .bind(first)
+                .fetch_all(p)
+                .await?;
+        Ok::<_, sqlx::Error>((stored, photos))
+    })?;
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    if whole.photos.len() <= stored_photos.len() {
+        return Ok(None);
+    }
+    // The answers are the stored visit's if, given only its photos, they make the same content.
+    let earlier: HashMap<String, String> = media
+        .iter()
+        .filter(|(_, sha)| stored_photos.contains(sha))
+        .map(|(name, sha)| (name.clone(), sha.clone()))
+        .collect();
+    let (as_stored, _) = instance.visit_json(&earlier, whole.app_version.clone())?;
+    if prepare(&as_stored, client)?.content_sha256 != stored {
+        return Ok(None);
+    }
+    let mut photos: Vec<&str> = whole.photos.iter().map(|(sha, _)| sha.as_str()).collect();
+    photos.sort_unstable();
+    let version = Uuid::new_v5(
+        &INSTANCE_NAMESPACE,
+        format!("{}#{}", instance.instance_id, photos.join(",")).as_bytes(),
+    );
+    let (mut visit, _) = instance.visit_json(media, whole.app_version.clone())?;
+    visit["submission_id"] = json!(version.to_string());
+    prepare(&visit, client).map(Some)
+}
+
 /// Records which instance the visit came as and which it edits; a retry finds it there.
 async fn link_instance(
     state: &AppState,
     submission_id: Uuid,
     instance: &Instance,
+    edits: Option<String>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), OpenRosaError> {
     on_pool!(&state.db.write, |p| {
@@ -178,7 +267,7 @@ async fn link_instance(
         )
         .bind(submission_id)
         .bind(&instance.instance_id)
-        .bind(&instance.deprecated_id)
+        .bind(edits)
         .bind(&instance.form_id)
         .bind(now)
         .execute(p)

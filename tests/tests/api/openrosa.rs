@@ -13,17 +13,19 @@ backend_tests!(
     the_forms_pass_javarosa_with_their_media,
     a_collect_submission_is_stored_once,
     a_split_submission_is_stored_when_its_last_part_arrives,
+    photos_after_their_visit_make_a_new_version,
     bad_submissions_get_a_clear_openrosa_message,
     a_large_submission_is_streamed_not_held,
 );
 
-const CAMPAIGN: &str = "2020-lookback-1";
-const FORM: &str = "huikan-2020-lookback-1";
-const VILLAGE: &str = "410327101001";
+pub(super) const CAMPAIGN: &str = "2020-lookback-1";
+pub(super) const FORM: &str = "huikan-2020-lookback-1";
+pub(super) const VILLAGE: &str = "410327101001";
 const OTHER_VILLAGE: &str = "410327102001";
 
-/// A county of two villages, the round, and a field worker of the first village.
-async fn county(server: &TestServer) -> Api {
+/// A county of two villages (`village(VILLAGE, 3)` and two households in another), the round
+/// (two photos required), and a field worker of the first village.
+pub(super) async fn county(server: &TestServer) -> Api {
     let admin = server.admin().await;
     let mut households = village(VILLAGE, 3);
     households.extend(village(OTHER_VILLAGE, 2));
@@ -383,6 +385,85 @@ async fn a_split_submission_is_stored_when_its_last_part_arrives(server: TestSer
         .map(|p| p["sha256"].as_str().unwrap())
         .collect();
     assert_eq!(shas, vec![sha256_hex(&house), sha256_hex(&well)]);
+}
+
+async fn photos_after_their_visit_make_a_new_version(server: TestServer) {
+    let field = county(&server).await;
+    let collect = Collect::basic(&field);
+    let (house, well) = (small_jpeg(61), small_jpeg(62));
+    let mut filled = Filled::new(FORM, &version(&collect).await, &format!("{VILLAGE}0001"));
+    filled.photos = vec![
+        ("housing_exterior", "house.jpg".to_owned()),
+        ("water_source", "well.jpg".to_owned()),
+    ];
+    // A client that splits without marking the first request incomplete (Enketo does): the
+    // first is stored as the visit, without the well, and says so.
+    let first = text_of(
+        collect
+            .submit(&filled.xml(), &[("house.jpg", &house)], false)
+            .await,
+        201,
+    )
+    .await;
+    assert!(first.contains("未收到照片"), "{first}");
+    let versions = format!(
+        "SELECT COUNT(*) FROM openrosa_instances WHERE deprecated_id = '{}'",
+        filled.instance_id
+    );
+    // The second brings the well: the visit stays as stored, and the visit with both photos
+    // is a new version of it; sent again, nothing more.
+    for _ in 0..2 {
+        let second = text_of(
+            collect
+                .submit(&filled.xml(), &[("well.jpg", &well)], false)
+                .await,
+            201,
+        )
+        .await;
+        assert!(!second.contains("未收到照片"), "{second}");
+        let visit: Value = stored(&field, &filled.instance_id)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(visit["photos"].as_array().unwrap().len(), 1, "{visit}");
+        assert_eq!(server.count(&versions).await, 1);
+        assert_eq!(server.count("SELECT COUNT(*) FROM submissions").await, 2);
+    }
+    let whole = format!(
+        "SELECT COUNT(*) FROM submission_photos p JOIN openrosa_instances o
+         ON o.submission_id = p.submission_id WHERE o.deprecated_id = '{}'",
+        filled.instance_id
+    );
+    assert_eq!(server.count(&whole).await, 2);
+
+    // Other answers with the late photo are a conflict, not a version.
+    let mut other = Filled::new(FORM, &filled.version, &format!("{VILLAGE}0002"));
+    other.photos = filled.photos.clone();
+    text_of(
+        collect
+            .submit(&other.xml(), &[("house.jpg", &house)], false)
+            .await,
+        201,
+    )
+    .await;
+    other.food_secure = "no";
+    let changed = collect
+        .submit(&other.xml(), &[("well.jpg", &well)], false)
+        .await;
+    text_of(changed, 409).await;
+    // And so is another field worker's request under the same instance.
+    let colleague = server.user("field_staff", &[VILLAGE]).await;
+    other.food_secure = "yes";
+    let theirs = Collect::basic(&colleague)
+        .submit(
+            &other.xml(),
+            &[("house.jpg", &house), ("well.jpg", &well)],
+            false,
+        )
+        .await;
+    text_of(theirs, 409).await;
+    assert_eq!(server.count("SELECT COUNT(*) FROM submissions").await, 3);
 }
 
 async fn bad_submissions_get_a_clear_openrosa_message(server: TestServer) {
