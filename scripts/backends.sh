@@ -5,7 +5,7 @@
 # 127.0.0.1:5432 (installing and starting Debian's if needed). Outside CI a backend that cannot
 # be had is a warning; under CI=true it fails the run.
 #
-# Exports: HUIKAN_TEST_PYTHON, HUIKAN_TEST_PHOTOS, HUIKAN_TEST_ODK_VALIDATE, HUIKAN_TEST_XFORM_CHECK, HUIKAN_TEST_CHROMEDRIVER, HUIKAN_TEST_CHROMIUM, HUIKAN_TEST_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+# Exports: HUIKAN_TEST_PYTHON, HUIKAN_TEST_PHOTOS, HUIKAN_TEST_ODK_VALIDATE, HUIKAN_TEST_XFORM_CHECK, HUIKAN_TEST_ENKETO, HUIKAN_TEST_CHROMEDRIVER, HUIKAN_TEST_CHROMIUM, HUIKAN_TEST_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 # HUIKAN_TEST_PG_URL, PROFILE, PROFILE_DIR. Set HUIKAN_TEST_S3_ENDPOINT or HUIKAN_TEST_PG_URL
 # beforehand to use servers of your own.
 
@@ -100,6 +100,30 @@ if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&
     export HUIKAN_TEST_CHROMEDRIVER="$(command -v chromedriver)" HUIKAN_TEST_CHROMIUM="$(command -v chromium)"
 else
     missing "Chromium and ChromeDriver are not available for the console's browser tests"
+fi
+
+# --- Enketo's form engine and transformer (enketo-core, enketo-transformer) for the web-form
+#     test, from the npm registry at the versions tests/enketo/package-lock.json pins (installed
+#     again only when the lock changes), bundled with esbuild into one page with our client ---
+build_enketo() {
+    command -v npm >/dev/null 2>&1 || return 1
+    local dir="$PWD/tests/enketo"
+    if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.huikan-installed" 2>/dev/null; then
+        log "installing Enketo from the npm registry into tests/enketo/node_modules"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >"$WORK/npm.log" 2>&1) ||
+            { tail -n 20 "$WORK/npm.log" >&2; return 1; }
+        cp "$dir/package-lock.json" "$dir/node_modules/.huikan-installed"
+    fi
+    mkdir -p "$WORK/enketo"
+    cp "$dir/index.html" "$WORK/enketo/"
+    # libxslt is only for a Node-side preprocess hook the page never uses.
+    (cd "$dir" && node_modules/.bin/esbuild client.js --bundle --format=iife --platform=browser \
+        --external:libxslt --log-level=error --outfile="$WORK/enketo/enketo.js") || return 1
+}
+if build_enketo; then
+    export HUIKAN_TEST_ENKETO="$WORK/enketo"
+else
+    missing "could not install and bundle Enketo (tests/enketo, Node.js and npm)"
 fi
 
 # --- Real photographs for the copied-photo tests, fetched once into a cache outside the work

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use super::browser::{browser, chromedriver};
+use fantoccini::{Client, Locator};
 use huikan_tests::api::expect_problem;
 use huikan_tests::county::{define_campaign, import_registry};
 use huikan_tests::photos::{distinct_copy, sha256_hex, unlike_jpeg};
@@ -204,78 +205,8 @@ async fn sessions_and_forms_keep_to_the_api_rules(server: TestServer) {
     assert_eq!(after.status(), 303);
 }
 
-/// Where screenshots of the console are kept: beside the test build.
-fn screenshot_dir() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-struct Driver {
-    process: tokio::process::Child,
-    url: String,
-    _profile: tempfile::TempDir,
-}
-
-/// ChromeDriver on a free port, or None outside CI when it is not installed.
-async fn chromedriver() -> Option<Driver> {
-    let Some(driver) = std::env::var_os("HUIKAN_TEST_CHROMEDRIVER") else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "ChromeDriver is not available (HUIKAN_TEST_CHROMEDRIVER), and CI=true requires it"
-        );
-        eprintln!("SKIPPED: ChromeDriver is not available (run the README's test command)");
-        return None;
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let process = tokio::process::Command::new(driver)
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting chromedriver");
-    let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if reqwest::get(format!("{url}/status")).await.is_ok() {
-            return Some(Driver {
-                process,
-                url,
-                _profile: tempfile::tempdir().unwrap(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("chromedriver did not start");
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let chromium =
-        std::env::var("HUIKAN_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        json!({"binary": chromium, "args": [
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--window-size=1400,1800",
-            format!("--user-data-dir={}", driver._profile.path().display()),
-        ]}),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&driver.url)
-        .await
-        .expect("a Chromium session")
-}
-
 async fn screenshot(client: &Client, name: &str) {
-    let png = client.screenshot().await.unwrap();
-    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+    super::browser::screenshot(client, "console-screenshots", name).await;
 }
 
 /// Whether every image on the page has loaded (none broken).
@@ -359,7 +290,7 @@ async fn a_reviewer_sends_a_copied_photo_back_for_resurvey_in_the_browser() {
     let copied_id = copied["submission_id"].as_str().unwrap().to_owned();
     server.settle().await;
 
-    let client = browser(&driver).await;
+    let client = browser(&driver, &[]).await;
     let base = &server.base;
     client.goto(&format!("{base}/console/login")).await.unwrap();
     screenshot(&client, "1-login").await;

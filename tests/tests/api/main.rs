@@ -3,11 +3,13 @@
 mod audit;
 mod auth;
 mod blobs;
+mod browser;
 mod campaigns;
 mod console;
 mod contract;
 mod copies;
 mod demo;
+mod enketo;
 mod evidence;
 mod exports;
 mod faults;
