@@ -111,15 +111,7 @@ pub fn encode(image: &RgbImage, quality: u8) -> Vec<u8> {
 /// `max_side` pixels on their long side; `None` (skipped, with a warning) where it is unset
 /// outside CI.
 pub fn originals(max_side: u32) -> Option<Vec<(String, RgbImage)>> {
-    let Ok(dir) = std::env::var("HUIKAN_TEST_PHOTOS") else {
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("HUIKAN_TEST_PHOTOS is not set, and CI=true requires the test photographs");
-        }
-        eprintln!(
-            "SKIPPED: HUIKAN_TEST_PHOTOS is not set (the README's test command fetches them)"
-        );
-        return None;
-    };
+    let dir = crate::server::installed("HUIKAN_TEST_PHOTOS", "the test photographs")?;
     let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
         .expect("reading HUIKAN_TEST_PHOTOS")
         .map(|e| e.expect("a directory entry").path())

@@ -73,6 +73,22 @@ where
         .map_err(|e| e.to_string())
 }
 
+/// A tool the test command installs and names in the environment variable `var` (`what`, for
+/// the message): its value, or None (the test skipped, loudly) outside CI; under CI it is
+/// required.
+pub fn installed(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) => Some(value),
+        Err(_) if in_ci() => panic!("{what} is not available ({var}), and CI=true requires it"),
+        Err(_) => {
+            eprintln!(
+                "SKIPPED: {what} is not available ({var}; the README's test command installs it)"
+            );
+            None
+        }
+    }
+}
+
 /// A backend that is not there fails the run under CI and is skipped, loudly, elsewhere.
 fn unavailable(what: &str) -> Option<TestServer> {
     if in_ci() {

@@ -145,18 +145,18 @@ pub async fn submit(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(limits::NAME).collect::<String>());
     let (visit, missing) = instance.visit_json(&media, app_version.clone())?;
-    let mut item = prepare(&visit, &client)?;
+    let item = prepare(&visit, &client)?;
+    let (mut submission_id, household_id) = (item.submission_id, item.household_id.clone());
     let mut edits = instance.deprecated_id.clone();
-    let mut outcome = state.submissions.submit(item.clone()).await?;
+    let mut outcome = state.submissions.submit(item).await?;
     if matches!(outcome, Outcome::Conflict(_))
-        && let Some(version) = late_photos(&state, &client, &instance, &media, &item).await?
+        && let Some(version) =
+            late_photos(&state, &client, &instance, &media, &visit, app_version).await?
     {
-        edits = Some(instance.instance_id.clone());
-        item = version;
-        outcome = state.submissions.submit(item.clone()).await?;
+        (submission_id, edits) = (version.submission_id, Some(instance.instance_id.clone()));
+        outcome = state.submissions.submit(version).await?;
     }
     crate::submissions::record(&outcome);
-    let (submission_id, household_id) = (item.submission_id, item.household_id);
     match outcome {
         Outcome::Created(_) | Outcome::Replayed(_) => {
             if matches!(outcome, Outcome::Created(_)) {
@@ -206,7 +206,8 @@ async fn late_photos(
     client: &OpenRosaCaller,
     instance: &Instance,
     media: &HashMap<String, String>,
-    whole: &Incoming,
+    visit: &Value,
+    app_version: Option<String>,
 ) -> Result<Option<Incoming>, OpenRosaError> {
     let first = instance.submission_id();
     let user = client.caller.user_id;
@@ -228,7 +229,13 @@ async fn late_photos(
     let Some(stored) = stored else {
         return Ok(None);
     };
-    if whole.photos.len() <= stored_photos.len() {
+    let mut photos: Vec<&str> = visit["photos"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["sha256"].as_str())
+        .collect();
+    if photos.len() <= stored_photos.len() {
         return Ok(None);
     }
     // The answers are the stored visit's if, given only its photos, they make the same content.
@@ -237,19 +244,18 @@ async fn late_photos(
         .filter(|(_, sha)| stored_photos.contains(sha))
         .map(|(name, sha)| (name.clone(), sha.clone()))
         .collect();
-    let (as_stored, _) = instance.visit_json(&earlier, whole.app_version.clone())?;
+    let (as_stored, _) = instance.visit_json(&earlier, app_version)?;
     if prepare(&as_stored, client)?.content_sha256 != stored {
         return Ok(None);
     }
-    let mut photos: Vec<&str> = whole.photos.iter().map(|(sha, _)| sha.as_str()).collect();
     photos.sort_unstable();
     let version = Uuid::new_v5(
         &INSTANCE_NAMESPACE,
         format!("{}#{}", instance.instance_id, photos.join(",")).as_bytes(),
     );
-    let (mut visit, _) = instance.visit_json(media, whole.app_version.clone())?;
-    visit["submission_id"] = json!(version.to_string());
-    prepare(&visit, client).map(Some)
+    let mut whole = visit.clone();
+    whole["submission_id"] = json!(version.to_string());
+    prepare(&whole, client).map(Some)
 }
 
 /// Records which instance the visit came as and which it edits; a retry finds it there.

@@ -22,7 +22,6 @@ use crate::jobs::Kind;
 use crate::on_pool;
 
 /// A visit that fits the schema, with its content hash, ready to be stored.
-#[derive(Clone)]
 pub struct Incoming {
     pub submitted_by: Uuid,
     /// The submitter's username, for the audit trail.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder};
+use huikan_tests::server::installed;
 use serde_json::json;
 
 /// Where a test's screenshots are kept: beside the test build, in a folder of its own.
@@ -22,14 +23,7 @@ pub struct Driver {
 
 /// ChromeDriver on a free port, or None outside CI when it is not installed.
 pub async fn chromedriver() -> Option<Driver> {
-    let Some(driver) = std::env::var_os("HUIKAN_TEST_CHROMEDRIVER") else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "ChromeDriver is not available (HUIKAN_TEST_CHROMEDRIVER), and CI=true requires it"
-        );
-        eprintln!("SKIPPED: ChromeDriver is not available (run the README's test command)");
-        return None;
-    };
+    let driver = installed("HUIKAN_TEST_CHROMEDRIVER", "ChromeDriver")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -12,12 +12,12 @@ use fantoccini::key::Key;
 use fantoccini::{Client, Locator};
 use huikan_tests::photos::{jpeg_of_about, sha256_hex};
 use huikan_tests::registry::{Household, village};
-use huikan_tests::server::PASSWORD;
+use huikan_tests::server::{PASSWORD, installed};
 use huikan_tests::{Api, TestServer, backend_tests};
 use serde_json::{Value, json};
 
 use super::browser::{Driver, browser, chromedriver, screenshot};
-use super::openrosa::{CAMPAIGN, FORM, VILLAGE, county};
+use super::openrosa::{CAMPAIGN, FORM, VILLAGE, county, photo_kinds, visit_of};
 
 backend_tests!(
     enketo_fills_in_submits_and_edits_a_visit,
@@ -28,17 +28,7 @@ const SCREENSHOTS: &str = "enketo-screenshots";
 
 /// The page holding Enketo (scripts/backends.sh bundles it), or None outside CI without it.
 fn enketo_page() -> Option<String> {
-    match std::env::var("HUIKAN_TEST_ENKETO") {
-        Ok(dir) => Some(format!("file://{dir}/index.html")),
-        Err(_) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "Enketo is not available (HUIKAN_TEST_ENKETO), and CI=true requires it"
-            );
-            eprintln!("SKIPPED: Enketo is not available (run the README's test command)");
-            None
-        }
-    }
+    installed("HUIKAN_TEST_ENKETO", "Enketo").map(|dir| format!("file://{dir}/index.html"))
 }
 
 /// Enketo open in a browser.
@@ -280,28 +270,6 @@ fn accepted(answer: &Value) -> Vec<String> {
         .map(|r| {
             assert_eq!(r["status"], 201, "a batch was refused: {answer}");
             r["message"].as_str().unwrap().to_owned()
-        })
-        .collect()
-}
-
-/// The visit stored under an instance id, as its field worker reads it back.
-async fn visit_of(field: &Api, instance_id: &str) -> Value {
-    let id = instance_id.strip_prefix("uuid:").unwrap();
-    let response = field.get(&format!("/v1/submissions/{id}")).await;
-    assert_eq!(response.status(), 200, "no visit for {instance_id}");
-    response.json().await.unwrap()
-}
-
-fn photo_kinds(visit: &Value) -> Vec<(String, String)> {
-    visit["photos"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["kind"].as_str().unwrap().to_owned(),
-                p["sha256"].as_str().unwrap().to_owned(),
-            )
         })
         .collect()
 }

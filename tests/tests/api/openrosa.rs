@@ -5,6 +5,7 @@ use huikan_tests::county::{define_campaign, import_registry};
 use huikan_tests::openrosa::{Collect, Filled, element, elements};
 use huikan_tests::photos::{jpeg_of_about, sha256_hex, small_jpeg};
 use huikan_tests::registry::village;
+use huikan_tests::server::installed;
 use huikan_tests::{Api, TestServer, backend_tests, memory_of};
 use serde_json::Value;
 
@@ -136,16 +137,8 @@ fn md5_hex(bytes: &[u8]) -> String {
 /// Runs ODK Validate, then our stricter JavaRosa check with the media, on a form; Ok if both
 /// pass, else what they printed. `None` when the checkers are not installed (outside CI).
 fn javarosa(form: &[u8], media: &[(&str, Vec<u8>)]) -> Option<Result<(), String>> {
-    let (Ok(jar), Ok(classes)) = (
-        std::env::var("HUIKAN_TEST_ODK_VALIDATE"),
-        std::env::var("HUIKAN_TEST_XFORM_CHECK"),
-    ) else {
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("HUIKAN_TEST_ODK_VALIDATE is not set, and CI=true requires the XForm checks");
-        }
-        eprintln!("SKIPPED: ODK Validate is not installed (the README's test command installs it)");
-        return None;
-    };
+    let jar = installed("HUIKAN_TEST_ODK_VALIDATE", "ODK Validate")?;
+    let classes = installed("HUIKAN_TEST_XFORM_CHECK", "the JavaRosa form check")?;
     let dir = tempfile::tempdir().unwrap();
     let form_path = dir.path().join("form.xml");
     std::fs::write(&form_path, form).unwrap();
@@ -222,6 +215,28 @@ async fn stored(field: &Api, instance_id: &str) -> reqwest::Response {
     field.get(&format!("/v1/submissions/{id}")).await
 }
 
+/// The visit stored under an instance id, as its field worker reads it back.
+pub(super) async fn visit_of(field: &Api, instance_id: &str) -> Value {
+    let response = stored(field, instance_id).await;
+    assert_eq!(response.status(), 200, "no visit for {instance_id}");
+    response.json().await.unwrap()
+}
+
+/// The visit's photos as (kind, sha256), in order.
+pub(super) fn photo_kinds(visit: &Value) -> Vec<(String, String)> {
+    visit["photos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["kind"].as_str().unwrap().to_owned(),
+                p["sha256"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 async fn a_collect_submission_is_stored_once(server: TestServer) {
     let field = county(&server).await;
     let collect = Collect::basic(&field);
@@ -249,11 +264,7 @@ async fn a_collect_submission_is_stored_once(server: TestServer) {
     let answer = text_of(collect.submit(&filled.xml(), &photos, false).await, 201).await;
     assert!(answer.contains("nature=\"submit_success\""), "{answer}");
 
-    let visit: Value = stored(&field, &filled.instance_id)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let visit: Value = visit_of(&field, &filled.instance_id).await;
     assert_eq!(visit["household_id"], format!("{VILLAGE}0002"));
     assert_eq!(visit["campaign"], CAMPAIGN);
     assert_eq!(visit["device_id"], "collect:Xq3k9aT0");
@@ -268,18 +279,11 @@ async fn a_collect_submission_is_stored_once(server: TestServer) {
     assert_eq!(content["answers"]["members"][1]["present"], false);
     assert_eq!(content["answers"]["income"]["sources"][1], "dibao");
     assert_eq!(content["answers"]["notes"], "门前有狗");
-    let kinds: Vec<(&str, &str)> = visit["photos"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["kind"].as_str().unwrap(), p["sha256"].as_str().unwrap()))
-        .collect();
-    let (house_sha, well_sha) = (sha256_hex(&house), sha256_hex(&well));
     assert_eq!(
-        kinds,
+        photo_kinds(&visit),
         vec![
-            ("housing_exterior", house_sha.as_str()),
-            ("water_source", well_sha.as_str())
+            ("housing_exterior".to_owned(), sha256_hex(&house)),
+            ("water_source".to_owned(), sha256_hex(&well))
         ]
     );
 
@@ -297,20 +301,12 @@ async fn a_collect_submission_is_stored_once(server: TestServer) {
     );
     let conflict = text_of(conflict, 409).await;
     assert!(conflict.contains("nature=\"error\""), "{conflict}");
-    let visit: Value = stored(&field, &filled.instance_id)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let visit: Value = visit_of(&field, &filled.instance_id).await;
     assert_eq!(visit["content"]["answers"]["food_secure"], true);
 
     // Reconciled and checked like any visit; the trail names the instance's photos and visit.
     server.settle().await;
-    let visit: Value = stored(&field, &filled.instance_id)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let visit: Value = visit_of(&field, &filled.instance_id).await;
     assert!(visit["photos"][0]["state"] != "pending", "{visit}");
     let log = server.audit_log().await;
     let actions: Vec<&str> = log.iter().filter_map(|e| e["action"].as_str()).collect();
@@ -373,11 +369,7 @@ async fn a_split_submission_is_stored_when_its_last_part_arrives(server: TestSer
         201,
     )
     .await;
-    let visit: Value = stored(&field, &filled.instance_id)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let visit: Value = visit_of(&field, &filled.instance_id).await;
     let shas: Vec<&str> = visit["photos"]
         .as_array()
         .unwrap()
@@ -421,11 +413,7 @@ async fn photos_after_their_visit_make_a_new_version(server: TestServer) {
         )
         .await;
         assert!(!second.contains("未收到照片"), "{second}");
-        let visit: Value = stored(&field, &filled.instance_id)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let visit: Value = visit_of(&field, &filled.instance_id).await;
         assert_eq!(visit["photos"].as_array().unwrap().len(), 1, "{visit}");
         assert_eq!(server.count(&versions).await, 1);
         assert_eq!(server.count("SELECT COUNT(*) FROM submissions").await, 2);
@@ -632,11 +620,7 @@ async fn a_large_submission_is_streamed_not_held(mut server: TestServer) {
         "peak memory grew by {grown} bytes for a {total}-byte body"
     );
 
-    let visit: Value = stored(&field, &filled.instance_id)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let visit: Value = visit_of(&field, &filled.instance_id).await;
     let named: Vec<&str> = visit["content"]["photos"]
         .as_array()
         .unwrap()
